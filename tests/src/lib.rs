@@ -1,0 +1,145 @@
+//! Helpers for jam.togthr's integration tests; the scenarios live in
+//! `tests/tests/`.
+//!
+//! The rule these helpers enforce: a test that needs a system tool (tshark, a
+//! Python package from the project's venv, PostgreSQL, Chromium) says so
+//! loudly and skips when the tool is missing on a developer's machine, and
+//! fails in CI (`CI=true`), where `.ci/run` installs every such tool.
+//!
+//! ```no_run
+//! if let Some(tshark) = jam_tests::require_tool("tshark", "apt-get install tshark") {
+//!     // ... run tshark ...
+//! }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// True when running under CI (`CI` set to `true` or `1`), where missing
+/// tools are failures instead of skips.
+pub fn in_ci() -> bool {
+    matches!(
+        std::env::var("CI")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Ok("true") | Ok("1")
+    )
+}
+
+/// Reports a missing prerequisite: panics in CI, prints a loud skip notice
+/// otherwise. Always returns `None` so callers can `return` on it.
+pub fn missing<T>(what: &str, how_to_get_it: &str) -> Option<T> {
+    let msg = format!("{what} is not available (get it with: {how_to_get_it})");
+    if in_ci() {
+        panic!("CI=true and {msg}");
+    }
+    eprintln!("\n*** SKIPPED: {msg} ***\n");
+    None
+}
+
+/// Finds `name` on `PATH` (or at the path in the environment variable
+/// `JAM_<NAME>` if set), or reports it missing with `install_hint`.
+pub fn require_tool(name: &str, install_hint: &str) -> Option<PathBuf> {
+    let var = format!("JAM_{}", name.to_ascii_uppercase().replace('-', "_"));
+    if let Some(p) = std::env::var_os(&var) {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    find_on_path(name).or_else(|| missing(&format!("`{name}`"), install_hint))
+}
+
+/// Looks `name` up on `PATH`.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The workspace root (the folder holding the top-level `Cargo.toml`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits one level below the workspace root")
+        .to_path_buf()
+}
+
+/// The project's Python interpreter: `$JAM_VENV/bin/python`, else
+/// `.venv/bin/python` at the workspace root (created by `cargo xtask test`),
+/// provided it can import every module in `modules`. Reports it missing
+/// otherwise.
+pub fn require_python(modules: &[&str]) -> Option<PathBuf> {
+    let venv = std::env::var_os("JAM_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv"));
+    let python = venv.join("bin").join("python");
+    let hint = "`cargo xtask test` creates .venv from tests/requirements.txt";
+    if !python.is_file() {
+        return missing(&format!("the project venv ({})", venv.display()), hint);
+    }
+    for m in modules {
+        let ok = Command::new(&python)
+            .args(["-c", &format!("import {m}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !ok {
+            return missing(
+                &format!("the Python module `{m}` in {}", venv.display()),
+                hint,
+            );
+        }
+    }
+    Some(python)
+}
+
+/// The path of a binary built from this workspace (for example `jam`),
+/// building it first if the test run has not. Binaries sit in the profile
+/// folder above the test executable's `deps/` folder.
+pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executables live in <target>/<profile>/deps");
+    let path = profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let target_dir = profile_dir
+        .parent()
+        .expect("the profile folder sits inside the target folder");
+    let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    cmd.current_dir(workspace_root())
+        .args(["build", "--quiet", "--package", package, "--bin", bin])
+        .arg("--target-dir")
+        .arg(target_dir);
+    if release {
+        cmd.arg("--release");
+    }
+    // Cargo keeps this cheap when the binary is up to date; building every
+    // time makes sure a test never runs a stale binary.
+    let status = cmd.status().expect("cargo can be started");
+    assert!(status.success(), "building {package}/{bin} failed");
+    assert!(path.is_file(), "{} missing after build", path.display());
+    path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_tool_that_is_always_there() {
+        assert!(find_on_path("sh").is_some());
+        assert!(find_on_path("surely-not-a-real-tool-name").is_none());
+    }
+
+    #[test]
+    fn workspace_root_holds_the_workspace_manifest() {
+        let root = workspace_root();
+        let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("[workspace]"));
+    }
+}
