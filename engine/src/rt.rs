@@ -140,6 +140,15 @@ impl EngineRt {
         self.midi.reset();
     }
 
+    /// Counts host events the caller could not fit into a block's input.
+    /// Realtime-safe: yes.
+    pub fn count_dropped_host_input(&self, n: u64) {
+        self.shared
+            .counters
+            .dropped_host_input
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Events held by the interval scheduler.
     pub fn held_events(&self) -> usize {
         self.output.held()

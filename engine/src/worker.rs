@@ -110,15 +110,6 @@ impl EngineControl {
         self.shared.counters.view()
     }
 
-    /// Counts host events the caller could not fit in a block's input.
-    /// Realtime-safe: yes.
-    pub fn count_dropped_host_input(&self, n: u64) {
-        self.shared
-            .counters
-            .dropped_host_input
-            .fetch_add(n, Ordering::Relaxed);
-    }
-
     /// The peer table itself (for callers that poll it often).
     pub fn peer_table(&self) -> &PeerTable {
         &self.shared.peers
