@@ -41,8 +41,11 @@ pub struct BlockClock {
     pub sample_rate: f64,
     /// Samples in the block.
     pub len: u32,
-    /// Beat at the first sample.
+    /// Beat at the first sample (rounded to a micro-beat).
     pub start_beat: Beats,
+    /// Beat at the first sample in micro-beats, unrounded, so positions
+    /// inside the block are rounded once.
+    pub start_ubeats: f64,
     /// Micro-beats per sample (the tempo at this block).
     pub ubeats_per_sample: f64,
     /// True when the beat came from the host transport.
@@ -60,7 +63,7 @@ impl BlockClock {
 
     /// Beat of the sample at `offset`.
     pub fn beat_at(&self, offset: u32) -> Beats {
-        self.start_beat + Beats((offset as f64 * self.ubeats_per_sample).round() as i64)
+        Beats((self.start_ubeats + offset as f64 * self.ubeats_per_sample).round() as i64)
     }
 
     /// Beat just after the last sample (where the next block should start).
@@ -71,7 +74,7 @@ impl BlockClock {
     /// The sample offset (relative to the block start, possibly negative or
     /// past the end) nearest to beat `b`.
     pub fn offset_of_beat(&self, b: Beats) -> i64 {
-        ((b - self.start_beat).0 as f64 / self.ubeats_per_sample).round() as i64
+        ((b.0 as f64 - self.start_ubeats) / self.ubeats_per_sample).round() as i64
     }
 
     /// The sample offset (relative to the block start) nearest to local time
@@ -134,10 +137,11 @@ impl MidiManager {
             (true, Some(t), Some(b)) if t.is_finite() && t > 0.0 && b.is_finite() => Some((t, b)),
             _ => None,
         };
-        let (start_beat, bpm) = match host {
-            Some((tempo, beat)) => (Beats::from_f64(beat), tempo),
-            None => (self.timeline.beat_at(now), self.timeline.bpm()),
+        let (start_ubeats, bpm) = match host {
+            Some((tempo, beat)) => (beat * Beats::PER_BEAT as f64, tempo),
+            None => (self.timeline.beat_at(now).0 as f64, self.timeline.bpm()),
         };
+        let start_beat = Beats(start_ubeats.round() as i64);
         let ubeats_per_sample = bpm / 60.0 * Beats::PER_BEAT as f64 / sr;
         let discontinuity = match self.expected_beat {
             None => true,
@@ -151,6 +155,7 @@ impl MidiManager {
             sample_rate: sr,
             len,
             start_beat,
+            start_ubeats,
             ubeats_per_sample,
             from_host: host.is_some(),
             discontinuity,

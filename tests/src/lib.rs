@@ -126,6 +126,54 @@ pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
     path
 }
 
+/// The plugin bundles `target/bundled/<product>.clap` and `.vst3`, freshly
+/// built by `cargo xtask bundle <package>` in the profile of the running
+/// test (debug tests load a debug bundle, with nice-plug's allocation
+/// assertions on). Concurrent callers are serialized with a file lock, and
+/// cargo keeps the rebuild cheap when nothing changed.
+pub fn plugin_bundles(package: &str, product: &str) -> (PathBuf, PathBuf) {
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executables live in <target>/<profile>/deps");
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let target_dir = profile_dir
+        .parent()
+        .expect("the profile folder sits inside the target folder")
+        .to_path_buf();
+    let bundled = target_dir.join("bundled");
+    std::fs::create_dir_all(&bundled).expect("creating target/bundled");
+    let lock = std::fs::File::create(bundled.join(".bundle.lock")).expect("creating the lock file");
+    lock.lock().expect("locking target/bundled");
+    let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    cmd.current_dir(workspace_root())
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "--package",
+            "xtask",
+            "--",
+            "bundle",
+            package,
+        ]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("cargo can be started");
+    assert!(status.success(), "bundling {package} failed");
+    let clap = bundled.join(format!("{product}.clap"));
+    let vst3 = bundled.join(format!("{product}.vst3"));
+    assert!(
+        clap.exists() && vst3.exists(),
+        "bundles missing in {}",
+        bundled.display()
+    );
+    (clap, vst3)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
