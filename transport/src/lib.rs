@@ -10,10 +10,15 @@
 //!   Every multi-peer test in the workspace runs on it.
 //! - [`clock`]: the AppleMIDI 100 µs session clock and the mapping of a
 //!   remote peer's clock onto the local one.
+//! - [`applemidi`]: the AppleMIDI session layer: session packets, clock-sync
+//!   maths and estimator, and [`applemidi::Endpoint`], the sans-IO state
+//!   machine of one local participant with many remote ones on one
+//!   control/data port pair.
 //!
 //! Sans-IO means every state machine here takes bytes and `now` as input and
 //! returns bytes, deadlines and events; nothing here reads the system clock,
 //! spawns a task or draws from a global random number generator.
 
+pub mod applemidi;
 pub mod clock;
 pub mod netem;
