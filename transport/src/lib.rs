@@ -14,6 +14,9 @@
 //!   maths and estimator, and [`applemidi::Endpoint`], the sans-IO state
 //!   machine of one local participant with many remote ones on one
 //!   control/data port pair.
+//! - [`driver`]: the tokio UDP driver, the only code here that owns sockets
+//!   and timers; it runs any sans-IO [`driver::Protocol`] object on a
+//!   control/data port pair.
 //!
 //! Sans-IO means every state machine here takes bytes and `now` as input and
 //! returns bytes, deadlines and events; nothing here reads the system clock,
@@ -21,4 +24,5 @@
 
 pub mod applemidi;
 pub mod clock;
+pub mod driver;
 pub mod netem;
