@@ -14,9 +14,13 @@
 //!   maths and estimator, and [`applemidi::Endpoint`], the sans-IO state
 //!   machine of one local participant with many remote ones on one
 //!   control/data port pair.
+//! - `discovery` (feature `mdns`, on by default): advertising and browsing
+//!   `_apple-midi._udp` sessions on the LAN.
 //! - [`driver`]: the tokio UDP driver, the only code here that owns sockets
 //!   and timers; it runs any sans-IO [`driver::Protocol`] object on a
 //!   control/data port pair.
+//! - `discovery` (feature `mdns`, on by default): advertising and browsing
+//!   `_apple-midi._udp` sessions on the LAN.
 //!
 //! Sans-IO means every state machine here takes bytes and `now` as input and
 //! returns bytes, deadlines and events; nothing here reads the system clock,
@@ -24,5 +28,7 @@
 
 pub mod applemidi;
 pub mod clock;
+#[cfg(feature = "mdns")]
+pub mod discovery;
 pub mod driver;
 pub mod netem;
