@@ -40,7 +40,8 @@
 //! accepted per [`AcceptPolicy`] (and while fewer than
 //! [`EndpointConfig::max_peers`] sessions exist), else `NO`. A data `IN` is
 //! accepted only from a participant whose control handshake completed (same
-//! SSRC, token and IP address), else `NO`; a half-open session is dropped
+//! SSRC and IP address; the token may differ, as the `rtpmidi` crate sends a
+//! fresh one, and the `OK` echoes it), else `NO`; a half-open session is dropped
 //! after [`SessionTimers::half_open`]. A joined session that hears no `CK`
 //! for [`SessionTimers::sync_silence`] ends (`BY`, [`LeaveReason::TimedOut`]).
 //! Repeated `IN`s (lost `OK`s) are answered again, not treated as new
@@ -929,8 +930,10 @@ impl Endpoint {
             .peers
             .iter()
             .find(|(_, p)| {
+                // Not matched by token: the `rtpmidi` crate invites the data
+                // port with a fresh token. SSRC and IP tie it to the control
+                // handshake; the OK echoes the data IN's token.
                 !p.initiated_by_us
-                    && p.token == inv.token
                     && p.remote_ssrc == Some(inv.ssrc)
                     && p.control.ip() == from.ip()
                     && (p.state == PeerState::AwaitingData

@@ -833,7 +833,8 @@ fn data_invitation_without_control_handshake_is_refused() {
         )]
     );
     assert!(evs.is_empty());
-    // A data IN with the right SSRC but another token is refused too.
+    // After the control handshake, a data IN with another SSRC, or from
+    // another IP, is refused too.
     ep.handle_datagram(
         Micros::ZERO,
         Port::Control,
@@ -844,10 +845,49 @@ fn data_invitation_without_control_handshake_is_refused() {
         Micros::ZERO,
         Port::Data,
         remote_data(),
-        &cmd(Command::Invitation(inv(8, 6, Some("x")))),
+        &cmd(Command::Invitation(inv(5, 7, Some("x")))),
     );
-    let (ts, _) = drain(&mut ep);
-    assert!(matches!(decode_all(&ts)[1].2, Command::Reject(_)));
+    ep.handle_datagram(
+        Micros::ZERO,
+        Port::Data,
+        SocketAddr::new(ip(8), 6001),
+        &cmd(Command::Invitation(inv(5, 6, Some("x")))),
+    );
+    let (ts, evs) = drain(&mut ep);
+    let replies = decode_all(&ts);
+    assert!(matches!(replies[0].2, Command::Accept(_)));
+    assert!(matches!(replies[1].2, Command::Reject(_)));
+    assert!(matches!(replies[2].2, Command::Reject(_)));
+    assert!(evs.is_empty());
+}
+
+#[test]
+fn data_invitation_with_a_fresh_token_is_accepted_and_echoed() {
+    // The `rtpmidi` crate invites the data port with a new token.
+    let mut ep = Endpoint::new(config("us", 1), Micros::ZERO);
+    ep.handle_datagram(
+        Micros::ZERO,
+        Port::Control,
+        remote(),
+        &cmd(Command::Invitation(inv(5, 6, Some("x")))),
+    );
+    ep.handle_datagram(
+        Micros::ZERO,
+        Port::Data,
+        remote_data(),
+        &cmd(Command::Invitation(inv(9, 6, Some("x")))),
+    );
+    let (ts, evs) = drain(&mut ep);
+    let ours = ep.ssrc();
+    assert_eq!(
+        decode_all(&ts)[1],
+        (
+            Port::Data,
+            remote_data(),
+            Command::Accept(inv(9, ours, Some("us")))
+        )
+    );
+    assert!(matches!(evs[..], [EndpointEvent::Joined { ssrc: 6, .. }]));
 }
 
 #[test]
