@@ -13,9 +13,9 @@
 //! 1. [`Protocol::poll_transmit`] until `None`, sending each datagram from
 //!    the socket of its [`Port`] (lowest latency first);
 //! 2. [`Protocol::poll_event`] until `None`, sending each event into the
-//!    event channel (bounded: a slow reader applies back-pressure to the
-//!    task, and datagrams then wait in the kernel's buffers; events are
-//!    dropped only once the receiver is gone);
+//!    event channel (unbounded, so the task never waits on a reader that is
+//!    itself waiting on a [`DriverHandle::call`]; events are dropped only
+//!    once the receiver is gone, and pile up if it is never read);
 //! 3. [`Protocol::poll_timeout`] for the next deadline.
 //!
 //! Time comes from an injected [`Clock`] ([`jam_core::MonotonicClock`] in
@@ -103,8 +103,6 @@ pub struct DriverConfig {
     pub control_port: u16,
     /// Attempts at finding a free consecutive pair when `control_port` is 0.
     pub bind_attempts: u32,
-    /// Capacity of the event channel.
-    pub event_capacity: usize,
 }
 
 impl DriverConfig {
@@ -114,7 +112,6 @@ impl DriverConfig {
             ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             control_port: 0,
             bind_attempts: 64,
-            event_capacity: 1024,
         }
     }
 
@@ -301,7 +298,7 @@ impl<P: Protocol> Driver<P> {
         config: DriverConfig,
         clock: C,
         make: impl FnOnce(Micros) -> P,
-    ) -> Result<(Driver<P>, mpsc::Receiver<P::Event>), DriverError> {
+    ) -> Result<(Driver<P>, mpsc::UnboundedReceiver<P::Event>), DriverError> {
         let (control, data) = bind_pair(config.ip, config.control_port, config.bind_attempts)?;
         let bind_err = |source| DriverError::Bind {
             ip: config.ip,
@@ -317,7 +314,7 @@ impl<P: Protocol> Driver<P> {
         let control_addr = control.local_addr().map_err(bind_err)?;
         let data_addr = data.local_addr().map_err(bind_err)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let (events_tx, events_rx) = mpsc::channel(config.event_capacity.max(1));
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
         let protocol = make(clock.now());
         let task = tokio::spawn(run(protocol, clock, control, data, rx, events_tx));
         Ok((
@@ -434,7 +431,7 @@ async fn run<P: Protocol, C: Clock>(
     control: UdpSocket,
     data: UdpSocket,
     mut commands: mpsc::UnboundedReceiver<Command<P>>,
-    events: mpsc::Sender<P::Event>,
+    events: mpsc::UnboundedSender<P::Event>,
 ) -> P {
     let mut time = TimeBase::new(clock);
     // One buffer per socket: both receive futures live in the same select.
@@ -446,7 +443,7 @@ async fn run<P: Protocol, C: Clock>(
         }
         while let Some(e) = protocol.poll_event() {
             // A gone receiver only means nobody listens any more.
-            let _ = events.send(e).await;
+            let _ = events.send(e);
         }
         let deadline = protocol.poll_timeout();
         let wake = time.instant(deadline.unwrap_or(Micros::MAX));
@@ -484,7 +481,7 @@ async fn run<P: Protocol, C: Clock>(
         send(&control, &data, t).await;
     }
     while let Some(e) = protocol.poll_event() {
-        let _ = events.try_send(e);
+        let _ = events.send(e);
     }
     protocol
 }

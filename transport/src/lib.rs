@@ -14,13 +14,50 @@
 //!   maths and estimator, and [`applemidi::Endpoint`], the sans-IO state
 //!   machine of one local participant with many remote ones on one
 //!   control/data port pair.
-//! - `discovery` (feature `mdns`, on by default): advertising and browsing
-//!   `_apple-midi._udp` sessions on the LAN.
 //! - [`driver`]: the tokio UDP driver, the only code here that owns sockets
 //!   and timers; it runs any sans-IO [`driver::Protocol`] object on a
 //!   control/data port pair.
 //! - `discovery` (feature `mdns`, on by default): advertising and browsing
-//!   `_apple-midi._udp` sessions on the LAN.
+//!   `_apple-midi._udp` sessions on the LAN (an edge, like the driver:
+//!   `mdns-sd` runs its own thread and sockets).
+//!
+//! Two endpoints joined by hand, without any network (the driver does the
+//! same with sockets):
+//!
+//! ```
+//! use jam_transport::applemidi::{Endpoint, EndpointConfig, EndpointEvent, Port};
+//! use jam_core::Micros;
+//! use std::net::SocketAddr;
+//!
+//! let (a_ctrl, b_ctrl): (SocketAddr, SocketAddr) =
+//!     ("127.0.0.1:5004".parse().unwrap(), "127.0.0.1:6004".parse().unwrap());
+//! let now = Micros::ZERO;
+//! let mut a = Endpoint::new(EndpointConfig::new("alice", 1), now);
+//! let mut b = Endpoint::new(EndpointConfig::new("bob", 2), now);
+//! let peer = a.invite(now, b_ctrl).unwrap();
+//! // Deliver datagrams until both sides are quiet.
+//! for _ in 0..4 {
+//!     while let Some(t) = a.poll_transmit() {
+//!         let from = SocketAddr::new(a_ctrl.ip(), a_ctrl.port() + (t.from == Port::Data) as u16);
+//!         let port = if t.to.port() == b_ctrl.port() { Port::Control } else { Port::Data };
+//!         b.handle_datagram(now, port, from, &t.payload);
+//!     }
+//!     while let Some(t) = b.poll_transmit() {
+//!         let from = SocketAddr::new(b_ctrl.ip(), b_ctrl.port() + (t.from == Port::Data) as u16);
+//!         let port = if t.to.port() == a_ctrl.port() { Port::Control } else { Port::Data };
+//!         a.handle_datagram(now, port, from, &t.payload);
+//!     }
+//! }
+//! assert!(matches!(
+//!     a.poll_event(),
+//!     Some(EndpointEvent::Joined { peer: p, initiated_by_us: true, .. }) if p == peer
+//! ));
+//! assert!(matches!(a.poll_event(), Some(EndpointEvent::ClockUpdated { .. })));
+//! ```
+//!
+//! The endpoint carries RTP packets opaquely: the RTP-MIDI payload codec and
+//! recovery journal sit on top of it, never inside it. Not here: anything
+//! musical (timelines, quantization, prediction).
 //!
 //! Sans-IO means every state machine here takes bytes and `now` as input and
 //! returns bytes, deadlines and events; nothing here reads the system clock,

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 /// A driven endpoint on 127.0.0.1 and its events.
 struct Local {
     driver: Driver<Endpoint>,
-    events: mpsc::Receiver<EndpointEvent>,
+    events: mpsc::UnboundedReceiver<EndpointEvent>,
 }
 
 async fn local(name: &'static str, seed: u64) -> Local {
@@ -35,7 +35,7 @@ async fn local(name: &'static str, seed: u64) -> Local {
 /// skipped if it times out.
 async fn wait_for<E: Debug, T>(
     what: &str,
-    events: &mut mpsc::Receiver<E>,
+    events: &mut mpsc::UnboundedReceiver<E>,
     limit: Duration,
     mut pick: impl FnMut(&E) -> Option<T>,
 ) -> T {

@@ -19,7 +19,7 @@ const LIMIT: Duration = Duration::from_secs(10);
 /// The pymidi peer process and the JSON lines it prints.
 struct PyPeer {
     child: Child,
-    lines: mpsc::Receiver<Value>,
+    lines: mpsc::UnboundedReceiver<Value>,
     ready: Value,
 }
 
@@ -35,13 +35,13 @@ impl PyPeer {
             .spawn()
             .expect("start the pymidi peer");
         let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, mut lines) = mpsc::channel(1024);
+        let (tx, mut lines) = mpsc::unbounded_channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 match serde_json::from_str::<Value>(&line) {
                     Ok(v) => {
-                        let _ = tx.blocking_send(v);
+                        let _ = tx.send(v);
                     }
                     Err(_) => eprintln!("pymidi peer: {line}"),
                 }

@@ -53,10 +53,10 @@ async fn participants_until(session: &RtpMidiSession, what: &str, pred: impl Fn(
 #[tokio::test]
 async fn we_invite_rtpmidi_sync_send_a_note_and_end() {
     let (session, their_control) = start_rtpmidi("rtp-midi-rs", 0x5EED_0001).await;
-    let (notes_tx, mut notes) = mpsc::channel::<String>(16);
+    let (notes_tx, mut notes) = mpsc::unbounded_channel::<String>();
     session
         .add_listener(MidiMessageEvent, move |(message, _ts)| {
-            let _ = notes_tx.try_send(format!("{message:?}"));
+            let _ = notes_tx.send(format!("{message:?}"));
         })
         .await;
     let mut us = local("jam", 21).await;

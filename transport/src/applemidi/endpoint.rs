@@ -644,8 +644,11 @@ impl Endpoint {
             ssrc: self.ssrc,
         });
         let control = peer.control;
+        // A half-open session we respond to was never announced: it leaves
+        // without an event.
+        let announced = peer.initiated_by_us || peer.state == PeerState::Joined;
         self.send_command(Port::Control, control, &bye);
-        self.remove(handle, Some(LeaveReason::EndedLocally));
+        self.remove(handle, announced.then_some(LeaveReason::EndedLocally));
         Ok(())
     }
 

@@ -16,7 +16,7 @@ fn endpoint(name: &'static str, seed: u64) -> impl FnOnce(Micros) -> Endpoint {
 
 /// Waits for the first event `pick` accepts, failing after [`LIMIT`].
 async fn wait_for<E: std::fmt::Debug, T>(
-    events: &mut mpsc::Receiver<E>,
+    events: &mut mpsc::UnboundedReceiver<E>,
     mut pick: impl FnMut(&E) -> Option<T>,
 ) -> T {
     timeout(LIMIT, async {

@@ -1402,3 +1402,34 @@ fn same_seed_same_ssrc_and_tokens() {
     let other = Endpoint::new(config("us", 43), Micros::ZERO);
     assert_ne!(other.ssrc(), mk().0);
 }
+
+#[test]
+fn close_says_bye_to_everyone_but_reports_only_announced_sessions() {
+    let (mut ep, joined) = responder_joined();
+    // A second participant half-way through its handshake.
+    let other = SocketAddr::new(ip(9), 5004);
+    ep.handle_datagram(
+        Micros::from_secs(1),
+        Port::Control,
+        other,
+        &cmd(Command::Invitation(inv(1, 2, None))),
+    );
+    let _ = drain(&mut ep);
+    assert_eq!(ep.peers().count(), 2);
+    ep.close(Micros::from_secs(2));
+    let (ts, evs) = drain(&mut ep);
+    let byes: Vec<SocketAddr> = decode_all(&ts)
+        .into_iter()
+        .filter(|(_, _, c)| matches!(c, Command::End(_)))
+        .map(|(_, to, _)| to)
+        .collect();
+    assert_eq!(byes, vec![remote(), other]);
+    assert_eq!(
+        evs,
+        vec![EndpointEvent::Left {
+            peer: joined,
+            reason: LeaveReason::EndedLocally
+        }]
+    );
+    assert_eq!(ep.poll_timeout(), None);
+}
