@@ -59,6 +59,53 @@ use tokio::task::JoinHandle;
 /// poll order). [`Endpoint`] implements it; a richer object (an endpoint
 /// plus RTP-MIDI streams) implements it by delegating to its endpoint and
 /// adding its own transmits, events and deadlines.
+///
+/// A sketch of such an object: it lets the endpoint handle sessions, turns
+/// the endpoint's RTP events into its own, and adds a timer of its own.
+///
+/// ```
+/// use jam_core::Micros;
+/// use jam_transport::applemidi::{Endpoint, EndpointEvent, PeerHandle, Port, Transmit};
+/// use jam_transport::driver::Protocol;
+/// use std::net::SocketAddr;
+///
+/// enum Event { Session(EndpointEvent), Midi(PeerHandle, Vec<u8>) }
+///
+/// struct Stack { endpoint: Endpoint, events: Vec<Event>, feedback_at: Option<Micros> }
+///
+/// impl Protocol for Stack {
+///     type Event = Event;
+///     fn handle_datagram(&mut self, now: Micros, local: Port, from: SocketAddr, bytes: &[u8]) {
+///         self.endpoint.handle_datagram(now, local, from, bytes);
+///         while let Some(e) = self.endpoint.poll_event() {
+///             match e {
+///                 // An RTP stream would decode `packet` here.
+///                 EndpointEvent::Rtp { peer, packet } => self.events.push(Event::Midi(peer, packet)),
+///                 other => self.events.push(Event::Session(other)),
+///             }
+///         }
+///     }
+///     fn handle_timeout(&mut self, now: Micros) {
+///         self.endpoint.handle_timeout(now);
+///         if self.feedback_at.is_some_and(|t| t <= now) {
+///             self.feedback_at = None; // e.g. send_feedback for each stream
+///         }
+///     }
+///     fn poll_transmit(&mut self) -> Option<Transmit> {
+///         self.endpoint.poll_transmit()
+///     }
+///     fn poll_timeout(&self) -> Option<Micros> {
+///         [self.endpoint.poll_timeout(), self.feedback_at].into_iter().flatten().min()
+///     }
+///     fn poll_event(&mut self) -> Option<Event> {
+///         // Endpoint events raised by commands or timers are picked up too.
+///         while let Some(e) = self.endpoint.poll_event() {
+///             self.events.push(Event::Session(e));
+///         }
+///         (!self.events.is_empty()).then(|| self.events.remove(0))
+///     }
+/// }
+/// ```
 pub trait Protocol: Send + 'static {
     /// What the protocol reports to the application.
     type Event: Send + 'static;
