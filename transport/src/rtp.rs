@@ -10,6 +10,8 @@ pub mod recv;
 pub mod send;
 pub mod state;
 pub mod sysex;
+#[cfg(test)]
+pub(crate) mod vector_tests;
 
 pub use header::RtpHeader;
 pub use packet::Packet;
