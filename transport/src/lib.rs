@@ -69,3 +69,4 @@ pub mod clock;
 pub mod discovery;
 pub mod driver;
 pub mod netem;
+pub mod rtp;
