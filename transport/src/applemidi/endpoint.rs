@@ -138,8 +138,15 @@ pub struct SessionTimers {
     /// collides with peers' 45-60 s timeouts, pitfall 12).
     pub sync_interval: Duration,
     /// Consecutive unanswered rounds after which the initiator gives the
-    /// peer up (3).
+    /// peer up (3), provided nothing at all was heard from it for
+    /// [`SessionTimers::sync_dead_after`].
     pub sync_max_unanswered: u32,
+    /// How long a peer must have been silent (no `CK` answer, no RTP, no
+    /// feedback) before unanswered rounds end its session (30 s, as
+    /// `rtp-midi.md` §6.3 suggests: "3 over 30 s"). Without it, the 1 s
+    /// start-up burst would give a peer up after 3 s of bad luck on a lossy
+    /// path while its MIDI was still arriving.
+    pub sync_dead_after: Duration,
     /// How long a responder waits for any `CK` before ending the session
     /// (60 s).
     pub sync_silence: Duration,
@@ -155,6 +162,7 @@ impl Default for SessionTimers {
             sync_burst_interval: Duration::from_secs(1),
             sync_interval: Duration::from_secs(10),
             sync_max_unanswered: 3,
+            sync_dead_after: Duration::from_secs(30),
             sync_silence: Duration::from_secs(60),
         }
     }
@@ -454,6 +462,8 @@ struct Peer {
     pending_ck: Option<u64>,
     /// Initiator: consecutive rounds that got no `CK1`.
     unanswered: u32,
+    /// Last time any datagram of this session arrived (or it was created).
+    last_heard: Micros,
     /// Responder side of exchanges: `t1` of the last `CK2` used, to drop
     /// duplicates.
     last_ck2_t1: Option<u64>,
@@ -619,7 +629,7 @@ impl Endpoint {
         }
         let handle = self.new_handle();
         let token = self.rng.random::<u32>();
-        let mut peer = self.new_peer(true, token, control, data);
+        let mut peer = self.new_peer(now, true, token, control, data);
         peer.state = PeerState::InvitingControl;
         peer.tries = 1;
         peer.timers
@@ -707,11 +717,30 @@ impl Endpoint {
     pub fn handle_datagram(&mut self, now: Micros, local: Port, from: SocketAddr, bytes: &[u8]) {
         match packet::classify(bytes) {
             DatagramKind::Garbage => self.stats.garbage += 1,
-            DatagramKind::Rtp => self.handle_rtp(local, from, bytes),
+            DatagramKind::Rtp => {
+                if let Some(ssrc) = packet::rtp_ssrc(bytes) {
+                    self.heard(now, from, ssrc);
+                }
+                self.handle_rtp(local, from, bytes)
+            }
             DatagramKind::Command => match Command::decode(bytes) {
-                Ok(cmd) => self.handle_command(now, local, from, cmd),
+                Ok(cmd) => {
+                    if let Some(ssrc) = cmd.ssrc() {
+                        self.heard(now, from, ssrc);
+                    }
+                    self.handle_command(now, local, from, cmd)
+                }
                 Err(_) => self.stats.malformed_commands += 1,
             },
+        }
+    }
+
+    /// Notes that the session of `ssrc` at `from` is alive.
+    fn heard(&mut self, now: Micros, from: SocketAddr, ssrc: u32) {
+        for p in self.peers.values_mut() {
+            if p.remote_ssrc == Some(ssrc) && p.is_from(from) {
+                p.last_heard = now;
+            }
         }
     }
 
@@ -743,6 +772,7 @@ impl Endpoint {
 
     fn new_peer(
         &self,
+        now: Micros,
         initiated_by_us: bool,
         token: u32,
         control: SocketAddr,
@@ -762,6 +792,7 @@ impl Endpoint {
             sync_rounds: 0,
             pending_ck: None,
             unanswered: 0,
+            last_heard: now,
             last_ck2_t1: None,
             bitrate_limit: None,
             rtp_received: 0,
@@ -918,7 +949,7 @@ impl Endpoint {
             return;
         };
         let handle = self.new_handle();
-        let mut peer = self.new_peer(false, inv.token, from, data);
+        let mut peer = self.new_peer(now, false, inv.token, from, data);
         peer.state = PeerState::AwaitingData;
         peer.remote_ssrc = Some(inv.ssrc);
         peer.remote_name = inv.name;
@@ -1253,7 +1284,10 @@ impl Endpoint {
                 }
                 if p.pending_ck.is_some() {
                     p.unanswered += 1;
-                    if p.unanswered >= timers.sync_max_unanswered {
+                    let silent = now.saturating_duration_since(p.last_heard);
+                    if p.unanswered >= timers.sync_max_unanswered
+                        && silent >= timers.sync_dead_after
+                    {
                         let (control, token) = (p.control, p.token);
                         self.send_command(
                             Port::Control,

@@ -593,6 +593,46 @@ fn initiator_detects_a_dead_peer_after_three_unanswered_rounds() {
 }
 
 #[test]
+fn unanswered_clock_rounds_do_not_end_a_session_whose_midi_still_arrives() {
+    let (mut h, ha, hb) = joined_pair(21, lan());
+    // Every CK answer is lost from the start of the burst, but the peer
+    // keeps sending RTP: it is alive, so the session must stay up.
+    h.filter = Some(Box::new(|w: &Wire| {
+        !matches!(
+            w.command(),
+            Some(Command::ClockSync(ClockSync { count: 1, .. }))
+        )
+    }));
+    let rtp = vec![0x80, 0x61, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0x00];
+    for _ in 0..400 {
+        let mut p = rtp.clone();
+        p[8..12].copy_from_slice(&h.ep(1).ssrc().to_be_bytes());
+        h.ep(1).send_rtp(hb, p).unwrap();
+        h.flush();
+        h.run_for(Duration::from_millis(100));
+    }
+    assert!(h.left(0).is_empty(), "live peer given up: {:?}", h.left(0));
+    // Once everything from the peer stops, it is given up within the
+    // silence window plus one steady round.
+    let cut_at = h.now;
+    h.filter = Some(Box::new(|w: &Wire| w.from.ip() == ip(1)));
+    h.run_for(Duration::from_secs(60));
+    let left = h.left(0);
+    assert_eq!(left, vec![(ha, LeaveReason::TimedOut)]);
+    let at = h.nodes[0]
+        .events
+        .iter()
+        .find(|(_, e)| matches!(e, EndpointEvent::Left { .. }))
+        .unwrap()
+        .0;
+    let waited = at.saturating_duration_since(cut_at);
+    assert!(
+        waited >= Duration::from_secs(30) && waited <= Duration::from_secs(50),
+        "{waited:?}"
+    );
+}
+
+#[test]
 fn clock_offset_converges_within_half_the_round_trip_under_jitter() {
     for seed in 0..10u64 {
         let link = LinkConfig::default()
