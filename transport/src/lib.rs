@@ -17,6 +17,12 @@
 //! - [`driver`]: the tokio UDP driver, the only code here that owns sockets
 //!   and timers; it runs any sans-IO [`driver::Protocol`] object on a
 //!   control/data port pair.
+//! - [`participant`]: [`participant::Participant`], the protocol object a
+//!   musician's process runs: the endpoint plus one RTP-MIDI send stream and
+//!   one receive stream per remote participant, with fan-out, late-joiner
+//!   catch-up and clock mapping.
+//! - [`sim`]: [`sim::HostSim`], which runs the same protocol objects over
+//!   [`netem`] on a virtual clock, each host with its own clock skew.
 //! - `discovery` (feature `mdns`, on by default): advertising and browsing
 //!   `_apple-midi._udp` sessions on the LAN (an edge, like the driver:
 //!   `mdns-sd` runs its own thread and sockets).
@@ -69,4 +75,6 @@ pub mod clock;
 pub mod discovery;
 pub mod driver;
 pub mod netem;
+pub mod participant;
 pub mod rtp;
+pub mod sim;
