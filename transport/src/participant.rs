@@ -253,7 +253,7 @@ impl Participant {
         let endpoint = Endpoint::new(config.endpoint.clone(), now);
         // A separate stream of randomness for sequence numbers, derived from
         // the same seed so that a run is reproduced by its seed alone.
-        let rng = StdRng::seed_from_u64(config.endpoint.seed ^ 0x5EED_0F5E_0u64);
+        let rng = StdRng::seed_from_u64(config.endpoint.seed ^ 0x5EED_0F5E_u64);
         Participant {
             endpoint,
             config,
