@@ -10,6 +10,9 @@
 //!   Every multi-peer test in the workspace runs on it.
 //! - [`clock`]: the AppleMIDI 100 µs session clock and the mapping of a
 //!   remote peer's clock onto the local one.
+//! - [`rtp`]: the RTP-MIDI payload codec, the recovery journal, and the
+//!   [`rtp::SendStream`] / [`rtp::RecvStream`] state machines that send
+//!   and repair one stream.
 //!
 //! Sans-IO means every state machine here takes bytes and `now` as input and
 //! returns bytes, deadlines and events; nothing here reads the system clock,
