@@ -436,7 +436,7 @@ fn a_small_mtu_moves_the_checkpoint_and_no_packet_exceeds_it() {
 
 #[test]
 fn end_releases_every_note_and_the_pedal() {
-    let packets = vec![vec![
+    let packets = [vec![
         s(&[0x90, 60, 100]),
         s(&[0x91, 61, 100]),
         s(&[0xB1, 64, 127]),
