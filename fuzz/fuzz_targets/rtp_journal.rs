@@ -27,20 +27,20 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         for cj in j.channels() {
-            if let Some(c) = cj.c {
+            if let Some(c) = cj.c() {
                 c.logs().for_each(drop);
             }
-            if let Some(m) = cj.m {
+            if let Some(m) = cj.m() {
                 m.logs().for_each(drop);
             }
-            if let Some(n) = cj.n {
+            if let Some(n) = cj.n() {
                 n.logs().for_each(drop);
                 let _ = n.offs();
             }
-            if let Some(e) = cj.e {
+            if let Some(e) = cj.e() {
                 e.logs().for_each(drop);
             }
-            if let Some(a) = cj.a {
+            if let Some(a) = cj.a() {
                 a.logs().for_each(drop);
             }
         }

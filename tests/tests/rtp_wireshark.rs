@@ -24,9 +24,7 @@ fn ipv4_checksum(h: &[u8]) -> u16 {
 /// A classic pcap file (LINKTYPE_RAW: each record is an IPv4 packet).
 fn pcap(payloads: &[(u64, Vec<u8>)]) -> Vec<u8> {
     let mut f = Vec::new();
-    for v in [0xA1B2_C3D4u32] {
-        f.extend_from_slice(&v.to_le_bytes());
-    }
+    f.extend_from_slice(&0xA1B2_C3D4u32.to_le_bytes()); // magic, microsecond stamps
     f.extend_from_slice(&2u16.to_le_bytes()); // version 2.4
     f.extend_from_slice(&4u16.to_le_bytes());
     f.extend_from_slice(&0i32.to_le_bytes()); // thiszone
@@ -131,14 +129,14 @@ fn tshark_dissects_every_packet_as_rtp_midi_with_journal() {
     assert!(sj.d.is_some() && sj.v.is_some() && sj.q.is_some() && sj.x.is_some());
     let mut toc = 0u8;
     for cj in j.channels() {
-        toc |= u8::from(cj.p.is_some()) << 7
-            | u8::from(cj.c.is_some()) << 6
-            | u8::from(cj.m.is_some()) << 5
-            | u8::from(cj.w.is_some()) << 4
-            | u8::from(cj.n.is_some()) << 3
-            | u8::from(cj.e.is_some()) << 2
-            | u8::from(cj.t.is_some()) << 1
-            | u8::from(cj.a.is_some());
+        toc |= u8::from(cj.p().is_some()) << 7
+            | u8::from(cj.c().is_some()) << 6
+            | u8::from(cj.m().is_some()) << 5
+            | u8::from(cj.w().is_some()) << 4
+            | u8::from(cj.n().is_some()) << 3
+            | u8::from(cj.e().is_some()) << 2
+            | u8::from(cj.t().is_some()) << 1
+            | u8::from(cj.a().is_some());
     }
     assert_eq!(toc, 0xFF, "every channel chapter appears");
 

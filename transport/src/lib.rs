@@ -17,6 +17,9 @@
 //! - [`driver`]: the tokio UDP driver, the only code here that owns sockets
 //!   and timers; it runs any sans-IO [`driver::Protocol`] object on a
 //!   control/data port pair.
+//! - [`rtp`]: the RTP-MIDI payload codec, the recovery journal, and the
+//!   [`rtp::SendStream`] / [`rtp::RecvStream`] state machines that send
+//!   and repair one stream.
 //! - [`participant`]: [`participant::Participant`], the protocol object a
 //!   musician's process runs: the endpoint plus one RTP-MIDI send stream and
 //!   one receive stream per remote participant, with fan-out, late-joiner

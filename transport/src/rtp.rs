@@ -1,6 +1,52 @@
 //! RTP-MIDI (RFC 6295): the payload codec and the recovery journal.
 //!
-//! MODULE-DOC-PLACEHOLDER
+//! The wire format, byte for byte, is `rtp-midi.md` §2-5 (with RFC 6295 and
+//! RFC 4696 behind it):
+//!
+//! - [`header`]: the RTP header (tolerant decoder, M=0/PT=97 encoder);
+//! - [`list`]: the MIDI command section: header, delta times, running
+//!   status, SysEx segments; [`sysex`] holds whole SysEx messages and their
+//!   reassembly;
+//! - [`packet`]: a whole packet split into its parts;
+//! - [`journal`]: the recovery journal, one file per chapter;
+//! - [`send`]: [`SendStream`], which packetizes commands, builds journals
+//!   from the checkpoint history, sends guard packets and trims on feedback;
+//! - [`recv`]: [`RecvStream`], which detects gaps, repairs them from the
+//!   journal before playing, reassembles SysEx and produces `RS` feedback;
+//! - [`state`]: [`MidiState`], what a MIDI stream leaves behind, to compare
+//!   "what the sender played" with "what the receiver played".
+//!
+//! Decoders never panic and never allocate; their errors
+//! ([`DecodeError`]) are small `Copy` values that keep "truncated" apart
+//! from "invalid". The two stream types are sans-IO: time comes in as
+//! `now`, sequence numbers and SSRCs from the caller's configuration, and
+//! nothing here reads a clock or a global random number generator.
+//!
+//! ```
+//! use jam_core::{Micros, ShortMessage};
+//! use jam_transport::clock::{ClockMap, Ticks};
+//! use jam_transport::rtp::{RecvConfig, RecvMessage, RecvStream, SendConfig, SendStream};
+//!
+//! let mut tx = SendStream::new(SendConfig::new(0x1234_5678, 4660), Micros::ZERO);
+//! let mut rx = RecvStream::new(RecvConfig::default());
+//! let now = Micros::from_secs(1);
+//! tx.push(Ticks::from_local(now), ShortMessage::note_on(0, 60, 100)).unwrap();
+//! let mut buf = Vec::new();
+//! while tx.poll_transmit(now, &mut buf).is_some() {
+//!     rx.handle_packet(now, &ClockMap::IDENTITY, &buf).unwrap();
+//! }
+//! let e = rx.poll_event().unwrap();
+//! assert_eq!(e.message, RecvMessage::Short(ShortMessage::note_on(0, 60, 100)));
+//! assert_eq!(e.time, Ticks::from_local(now));
+//! // Feedback for the sender's journal: an `RS` with this sequence number.
+//! assert_eq!(rx.poll_feedback(now), Some(4660));
+//! ```
+//!
+//! How the journal stays within the MTU is described in [`send`].
+//!
+//! Not here: the AppleMIDI session layer (`IN`/`OK`/`NO`/`BY`/`CK`/`RS`
+//! packets, clock sync, sockets). It carries these streams' packets and
+//! feedback; the streams never see a socket.
 
 pub mod header;
 pub mod journal;

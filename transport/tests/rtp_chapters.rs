@@ -341,3 +341,169 @@ fn recovered_note_ons_older_than_the_y_window_are_skipped() {
     assert!(!has(0x90)(&rec));
     assert!(has_cc(7, 2)(&rec));
 }
+
+// ---------------------------------------------------------------------------
+// Stream behaviour around the journal.
+
+fn note_on(ch: u8, n: u8) -> ShortMessage {
+    ShortMessage::note_on(ch, n, 100)
+}
+
+#[test]
+fn guard_packets_back_off_and_stop_when_acknowledged() {
+    let mut tx = SendStream::new(SendConfig::new(1, 10), Micros::ZERO);
+    let mut buf = Vec::new();
+    tx.push(Ticks(0), note_on(0, 60)).unwrap();
+    tx.poll_transmit(Micros::ZERO, &mut buf).unwrap();
+    let mut gaps = Vec::new();
+    let mut last = Micros::ZERO;
+    for _ in 0..7 {
+        let at = tx.poll_timeout().unwrap();
+        gaps.push(at.signed_diff(last) / 1000);
+        last = at;
+        tx.handle_timeout(at);
+        let n = tx.poll_transmit(at, &mut buf).unwrap();
+        assert!(n > 15, "a guard carries the journal");
+    }
+    assert_eq!(gaps, vec![100, 100, 200, 400, 800, 1000, 1000]);
+    tx.handle_feedback(last, 10);
+    assert_eq!(
+        tx.poll_timeout(),
+        None,
+        "feedback covering the MIDI packet stops the guards"
+    );
+    assert_eq!(tx.stats().guard_packets, 7);
+}
+
+#[test]
+fn feedback_that_is_stale_or_from_the_future_is_ignored() {
+    let mut tx = SendStream::new(SendConfig::new(1, 65_534), Micros::ZERO);
+    let mut buf = Vec::new();
+    for i in 0..4u64 {
+        tx.push(Ticks(i), note_on(0, 60 + i as u8)).unwrap();
+        tx.poll_transmit(Micros::ZERO, &mut buf).unwrap();
+    }
+    // Sent 65534, 65535, 0, 1.
+    tx.handle_feedback(Micros::ZERO, 0);
+    tx.handle_feedback(Micros::ZERO, 65_535); // stale
+    tx.handle_feedback(Micros::ZERO, 2); // never sent
+    let s = tx.stats();
+    assert_eq!((s.feedback_accepted, s.feedback_ignored), (1, 2));
+    // The next journal's checkpoint is 1 (acked + 1, across the wrap).
+    tx.push(Ticks(9), note_on(0, 1)).unwrap();
+    tx.poll_transmit(Micros::ZERO, &mut buf).unwrap();
+    let p = jam_transport::rtp::Packet::validate(&buf).unwrap();
+    assert_eq!(p.journal().unwrap().unwrap().header.checkpoint, 1);
+}
+
+#[test]
+fn a_small_mtu_moves_the_checkpoint_and_no_packet_exceeds_it() {
+    let mut config = SendConfig::new(1, 0);
+    config.mtu = 100;
+    let mut tx = SendStream::new(config, Micros::ZERO);
+    let mut rx = RecvStream::new(RecvConfig::default());
+    let mut buf = Vec::new();
+    // Fifteen new held notes per packet and no feedback: the history of a
+    // few lost packets alone needs more than 100 octets.
+    for step in 0..10u64 {
+        let now = Micros::from_millis(step);
+        for k in 0..15u64 {
+            let idx = step * 15 + k;
+            tx.push(
+                Ticks::from_local(now),
+                note_on((idx % 16) as u8, 20 + (idx / 16) as u8),
+            )
+            .unwrap();
+        }
+        while let Some(n) = tx.poll_transmit(now, &mut buf) {
+            assert!(n <= 100);
+            jam_transport::rtp::Packet::validate(&buf).unwrap();
+            if !(3..=6).contains(&step) {
+                rx.handle_packet(now, &ClockMap::IDENTITY, &buf).unwrap();
+            }
+        }
+    }
+    assert!(tx.stats().checkpoint_advances > 0);
+    assert!(rx.stats().uncovered_losses > 0, "{:?}", rx.stats());
+    // Whatever the receiver holds, the sender holds.
+    while let Some(e) = rx.poll_event() {
+        let _ = e;
+    }
+    for (ch, n, _) in rx.state().sounding() {
+        assert!(tx.state().channel(ch).notes[usize::from(n)] > 0);
+    }
+}
+
+#[test]
+fn end_releases_every_note_and_the_pedal() {
+    let packets = [vec![
+        s(&[0x90, 60, 100]),
+        s(&[0x91, 61, 100]),
+        s(&[0xB1, 64, 127]),
+    ]];
+    let mut tx = SendStream::new(SendConfig::new(1, 0), Micros::ZERO);
+    let mut rx = RecvStream::new(RecvConfig::default());
+    let mut buf = Vec::new();
+    for m in &packets[0] {
+        if let M::S(m) = m {
+            tx.push(Ticks(0), *m).unwrap();
+        }
+    }
+    tx.poll_transmit(Micros::ZERO, &mut buf).unwrap();
+    rx.handle_packet(Micros::ZERO, &ClockMap::IDENTITY, &buf)
+        .unwrap();
+    while rx.poll_event().is_some() {}
+    rx.end();
+    let ends: Vec<Vec<u8>> = std::iter::from_fn(|| rx.poll_event())
+        .map(|e| match e.message {
+            RecvMessage::Short(m) => m.as_slice().to_vec(),
+            RecvMessage::SysEx(_) => unreachable!(),
+        })
+        .collect();
+    assert_eq!(
+        ends,
+        vec![
+            vec![0x80, 60, 64],
+            vec![0xB0, 64, 0],
+            vec![0x81, 61, 64],
+            vec![0xB1, 64, 0]
+        ]
+    );
+    assert_eq!(rx.state().sounding_count(), 0);
+}
+
+#[test]
+fn duplicates_and_late_packets_are_dropped_and_counted() {
+    let mut tx = SendStream::new(SendConfig::new(1, 0), Micros::ZERO);
+    let mut rx = RecvStream::new(RecvConfig::default());
+    let mut buf = Vec::new();
+    let mut sent = Vec::new();
+    for i in 0..3u8 {
+        tx.push(Ticks(u64::from(i)), note_on(0, 60 + i)).unwrap();
+        tx.poll_transmit(Micros::ZERO, &mut buf).unwrap();
+        sent.push(buf.clone());
+    }
+    let c = ClockMap::IDENTITY;
+    rx.handle_packet(Micros::ZERO, &c, &sent[0]).unwrap();
+    rx.handle_packet(Micros::ZERO, &c, &sent[2]).unwrap(); // 1 lost, repaired
+    rx.handle_packet(Micros::ZERO, &c, &sent[2]).unwrap(); // duplicate
+    rx.handle_packet(Micros::ZERO, &c, &sent[1]).unwrap(); // late
+    let st = rx.stats();
+    assert_eq!(
+        (
+            st.packets,
+            st.lost,
+            st.duplicates,
+            st.late_dropped,
+            st.repairs
+        ),
+        (2, 1, 1, 1, 2)
+    );
+    let notes: Vec<u8> = std::iter::from_fn(|| rx.poll_event())
+        .filter_map(|e| match e.message {
+            RecvMessage::Short(m) if m.is_note_on() => Some(m.data1()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(notes, vec![60, 61, 62], "61 recovered once, never replayed");
+}

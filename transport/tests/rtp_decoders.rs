@@ -49,11 +49,11 @@ fn journal_target(data: &[u8]) {
             x.logs().for_each(drop);
         }
         for cj in j.channels() {
-            cj.c.map(|c| c.logs().for_each(drop));
-            cj.m.map(|m| m.logs().for_each(drop));
-            cj.n.map(|n| n.logs().for_each(drop));
-            cj.e.map(|e| e.logs().for_each(drop));
-            cj.a.map(|a| a.logs().for_each(drop));
+            let _ = cj.c().map(|c| c.logs().count());
+            let _ = cj.m().map(|m| m.logs().count());
+            let _ = cj.n().map(|n| (n.logs().count(), n.offs()));
+            let _ = cj.e().map(|e| e.logs().count());
+            let _ = cj.a().map(|a| a.logs().count());
         }
     }
     let mut r = RecvStream::new(RecvConfig::default());

@@ -58,6 +58,19 @@ impl RtpHeader {
     /// Decodes the header of a whole RTP packet and returns it with the
     /// payload (CSRC list, extension and padding removed).
     pub fn decode(packet: &[u8]) -> Result<(RtpHeader, &[u8]), DecodeError> {
+        // Fast path: the plain form every AppleMIDI peer sends.
+        if let Some((h, payload)) = packet.split_first_chunk::<12>()
+            && h[0] == 0x80
+        {
+            let header = RtpHeader {
+                marker: h[1] & 0x80 != 0,
+                payload_type: h[1] & 0x7F,
+                sequence: u16::from_be_bytes([h[2], h[3]]),
+                timestamp: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+                ssrc: u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
+            };
+            return Ok((header, payload));
+        }
         let mut r = Reader::new(packet);
         let b0 = r.u8("rtp header")?;
         if b0 >> 6 != 2 {

@@ -170,7 +170,10 @@ impl<'a> SystemJournal<'a> {
     }
 }
 
-/// A decoded channel journal: its header fields and chapters.
+/// A decoded, checked channel journal: its header fields, and its chapters
+/// through the accessors ([`ChannelJournal::p`] ... [`ChannelJournal::a`]),
+/// which decode on demand from the checked bytes (the struct stays small, so
+/// walking journals copies little).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ChannelJournal<'a> {
     /// S bit.
@@ -181,27 +184,28 @@ pub struct ChannelJournal<'a> {
     pub h: bool,
     /// LENGTH: octets of the whole channel journal.
     pub len: usize,
-    /// Chapter P.
-    pub p: Option<ChapterP>,
-    /// Chapter C.
-    pub c: Option<ChapterC<'a>>,
-    /// Chapter M.
-    pub m: Option<ChapterM<'a>>,
-    /// Chapter W.
-    pub w: Option<ChapterW>,
-    /// Chapter N.
-    pub n: Option<ChapterN<'a>>,
-    /// Chapter E.
-    pub e: Option<ChapterE<'a>>,
-    /// Chapter T.
-    pub t: Option<ChapterT>,
-    /// Chapter A.
-    pub a: Option<ChapterA<'a>>,
+    body: &'a [u8],
+    /// Offset of each chapter (TOC order P C M W N E T A), 0 when absent.
+    at: [u16; 8],
+}
+
+macro_rules! chapter_accessor {
+    ($(#[$doc:meta])* $name:ident, $i:expr, $ty:ty, $parse:expr) => {
+        $(#[$doc])*
+        pub fn $name(&self) -> Option<$ty> {
+            let o = usize::from(self.at[$i]);
+            if o == 0 {
+                return None;
+            }
+            $parse(&self.body[o..]).ok()
+        }
+    };
 }
 
 impl<'a> ChannelJournal<'a> {
-    /// Decodes a channel journal at the start of `b`. Chapters must fit in
-    /// LENGTH; octets LENGTH leaves after the last chapter are skipped.
+    /// Decodes and checks a channel journal at the start of `b`. Chapters
+    /// must fit in LENGTH; octets LENGTH leaves after the last chapter are
+    /// skipped.
     pub fn parse(b: &'a [u8]) -> Result<ChannelJournal<'a>, DecodeError> {
         let h = b
             .get(..3)
@@ -218,13 +222,7 @@ impl<'a> ChannelJournal<'a> {
             .get(..len)
             .ok_or(DecodeError::truncated("channel journal", b.len()))?;
         let toc = h[2];
-        let mut cj = ChannelJournal {
-            s: h[0] & 0x80 != 0,
-            channel: (h[0] >> 3) & 0x0F,
-            h: h[0] & 0x04 != 0,
-            len,
-            ..ChannelJournal::default()
-        };
+        let mut at = [0u16; 8];
         let mut pos = 3;
         let overrun = |e: DecodeError, at: usize| {
             if e.is_truncated() {
@@ -233,44 +231,67 @@ impl<'a> ChannelJournal<'a> {
                 e.shifted(at)
             }
         };
-        if toc & 0x80 != 0 {
-            cj.p = Some(ChapterP::parse(&body[pos..]).map_err(|e| overrun(e, pos))?);
-            pos += ChapterP::LEN;
-        }
-        if toc & 0x40 != 0 {
-            let (c, n) = ChapterC::parse(&body[pos..]).map_err(|e| overrun(e, pos))?;
-            cj.c = Some(c);
+        for (i, at) in at.iter_mut().enumerate() {
+            if toc & (0x80 >> i) == 0 {
+                continue;
+            }
+            let rest = &body[pos..];
+            let n = match i {
+                0 => ChapterP::parse(rest).map(|_| ChapterP::LEN),
+                1 => ChapterC::parse(rest).map(|c| c.1),
+                2 => ChapterM::parse(rest).map(|c| c.1),
+                3 => ChapterW::parse(rest).map(|_| ChapterW::LEN),
+                4 => ChapterN::parse(rest).map(|c| c.1),
+                5 => ChapterE::parse(rest).map(|c| c.1),
+                6 => ChapterT::parse(rest).map(|_| ChapterT::LEN),
+                _ => ChapterA::parse(rest).map(|c| c.1),
+            }
+            .map_err(|e| overrun(e, pos))?;
+            *at = pos as u16;
             pos += n;
         }
-        if toc & 0x20 != 0 {
-            let (m, n) = ChapterM::parse(&body[pos..]).map_err(|e| overrun(e, pos))?;
-            cj.m = Some(m);
-            pos += n;
-        }
-        if toc & 0x10 != 0 {
-            cj.w = Some(ChapterW::parse(&body[pos..]).map_err(|e| overrun(e, pos))?);
-            pos += ChapterW::LEN;
-        }
-        if toc & 0x08 != 0 {
-            let (n_, n) = ChapterN::parse(&body[pos..]).map_err(|e| overrun(e, pos))?;
-            cj.n = Some(n_);
-            pos += n;
-        }
-        if toc & 0x04 != 0 {
-            let (e_, n) = ChapterE::parse(&body[pos..]).map_err(|e| overrun(e, pos))?;
-            cj.e = Some(e_);
-            pos += n;
-        }
-        if toc & 0x02 != 0 {
-            cj.t = Some(ChapterT::parse(&body[pos..]).map_err(|e| overrun(e, pos))?);
-            pos += ChapterT::LEN;
-        }
-        if toc & 0x01 != 0 {
-            let (a, _) = ChapterA::parse(&body[pos..]).map_err(|e| overrun(e, pos))?;
-            cj.a = Some(a);
-        }
-        Ok(cj)
+        Ok(ChannelJournal {
+            s: h[0] & 0x80 != 0,
+            channel: (h[0] >> 3) & 0x0F,
+            h: h[0] & 0x04 != 0,
+            len,
+            body,
+            at,
+        })
     }
+
+    chapter_accessor!(
+        /// Chapter P.
+        p, 0, ChapterP, ChapterP::parse
+    );
+    chapter_accessor!(
+        /// Chapter C.
+        c, 1, ChapterC<'a>, |b| ChapterC::parse(b).map(|c| c.0)
+    );
+    chapter_accessor!(
+        /// Chapter M.
+        m, 2, ChapterM<'a>, |b| ChapterM::parse(b).map(|c| c.0)
+    );
+    chapter_accessor!(
+        /// Chapter W.
+        w, 3, ChapterW, ChapterW::parse
+    );
+    chapter_accessor!(
+        /// Chapter N.
+        n, 4, ChapterN<'a>, |b| ChapterN::parse(b).map(|c| c.0)
+    );
+    chapter_accessor!(
+        /// Chapter E.
+        e, 5, ChapterE<'a>, |b| ChapterE::parse(b).map(|c| c.0)
+    );
+    chapter_accessor!(
+        /// Chapter T.
+        t, 6, ChapterT, ChapterT::parse
+    );
+    chapter_accessor!(
+        /// Chapter A.
+        a, 7, ChapterA<'a>, |b| ChapterA::parse(b).map(|c| c.0)
+    );
 }
 
 /// A decoded, fully checked recovery journal.
@@ -402,7 +423,7 @@ mod tests {
         let cjs: Vec<_> = j.channels().collect();
         assert_eq!(cjs.len(), 1);
         assert_eq!((cjs[0].channel, cjs[0].len, cjs[0].s), (0, 8, false));
-        assert!(cjs[0].n.is_some() && cjs[0].c.is_none());
+        assert!(cjs[0].n().is_some() && cjs[0].c().is_none());
     }
 
     #[test]

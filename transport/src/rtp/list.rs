@@ -245,7 +245,6 @@ pub struct ListDecoder<'a> {
     need_delta: bool,
     running: u8,
     offset: u64,
-    done: bool,
 }
 
 impl<'a> ListDecoder<'a> {
@@ -257,27 +256,70 @@ impl<'a> ListDecoder<'a> {
             need_delta: z,
             running: 0,
             offset: 0,
-            done: false,
         }
     }
 
+    #[inline(always)]
     fn next_command(&mut self) -> Result<Option<TimedCommand<'a>>, DecodeError> {
-        if self.pos >= self.list.len() {
+        let list = self.list;
+        let mut pos = self.pos;
+        if pos >= list.len() {
             return Ok(None);
         }
         if self.need_delta {
-            let (d, n) = decode_delta(self.list, self.pos)?;
-            self.pos += n;
-            self.offset += u64::from(d);
-            if self.pos >= self.list.len() {
+            let b = list[pos];
+            if b < 0x80 {
+                self.offset += u64::from(b);
+                pos += 1;
+            } else {
+                let (d, n) = decode_delta(list, pos)?;
+                self.offset += u64::from(d);
+                pos += n;
+            }
+            self.pos = pos;
+            if pos >= list.len() {
                 return Ok(None); // time padding: a list may end with a delta
             }
         }
         self.need_delta = true;
-        let at = self.pos;
+        // Hot path: a channel message, with its status or running status.
+        let b = list[pos];
+        let (status, start) = if (0x80..0xF0).contains(&b) {
+            self.running = b;
+            (b, pos + 1)
+        } else if b < 0x80 && self.running != 0 {
+            (self.running, pos)
+        } else {
+            return self.other_command(pos).map(Some);
+        };
+        let n = if status & 0xE0 == 0xC0 { 1 } else { 2 };
+        let Some(data) = list.get(start..start + n) else {
+            return Err(DecodeError::truncated("midi command", list.len()));
+        };
+        let (a, b2) = (data[0], if n == 2 { data[1] } else { 0 });
+        if (a | b2) & 0x80 != 0 {
+            let (i, v) = if a & 0x80 != 0 { (0, a) } else { (1, b2) };
+            return Err(DecodeError::invalid(
+                "midi data octet",
+                start + i,
+                u32::from(v),
+            ));
+        }
+        self.pos = start + n;
+        Ok(Some(TimedCommand {
+            offset: self.offset,
+            command: Command::Short(channel_message(status, a, b2)),
+        }))
+    }
+
+    /// Everything but channel messages: real-time, SysEx, system common,
+    /// and a data octet with no running status.
+    #[cold]
+    #[inline(never)]
+    fn other_command(&mut self, at: usize) -> Result<TimedCommand<'a>, DecodeError> {
         let b = self.list[at];
         let command = if b >= 0xF8 {
-            self.pos += 1;
+            self.pos = at + 1;
             Command::Short(short(&[b], at)?)
         } else if b == 0xF0 || b == 0xF7 {
             self.running = 0;
@@ -300,47 +342,54 @@ impl<'a> ListDecoder<'a> {
                 kind,
                 data: &rest[..n],
             })
-        } else {
-            let (status, start) = if b >= 0x80 {
-                if b < 0xF0 {
-                    self.running = b;
-                } else {
-                    self.running = 0;
-                }
-                (b, at + 1)
-            } else if self.running != 0 {
-                (self.running, at)
-            } else {
-                return Err(DecodeError::invalid(
-                    "data octet without running status",
-                    at,
-                    u32::from(b),
-                ));
-            };
-            let n = data_len(status).unwrap_or(0);
+        } else if b >= 0xF0 {
+            self.running = 0;
+            let n = data_len(b).unwrap_or(0);
             let data = self
                 .list
-                .get(start..start + n)
+                .get(at + 1..at + 1 + n)
                 .ok_or(DecodeError::truncated("midi command", self.list.len()))?;
             if let Some(i) = data.iter().position(|&d| d >= 0x80) {
                 return Err(DecodeError::invalid(
                     "midi data octet",
-                    start + i,
+                    at + 1 + i,
                     u32::from(data[i]),
                 ));
             }
-            let mut bytes = [status, 0, 0];
+            let mut bytes = [b, 0, 0];
             bytes[1..=n].copy_from_slice(data);
-            self.pos = start + n;
+            self.pos = at + 1 + n;
             Command::Short(short(&bytes[..=n], at)?)
+        } else {
+            return Err(DecodeError::invalid(
+                "data octet without running status",
+                at,
+                u32::from(b),
+            ));
         };
-        Ok(Some(TimedCommand {
+        Ok(TimedCommand {
             offset: self.offset,
             command,
-        }))
+        })
     }
 }
 
+/// A channel message from its status and data octets (all checked).
+#[inline(always)]
+fn channel_message(status: u8, a: u8, b: u8) -> ShortMessage {
+    let ch = status & 0x0F;
+    match status & 0xF0 {
+        0x80 => ShortMessage::note_off(ch, a, b),
+        0x90 => ShortMessage::note_on(ch, a, b),
+        0xA0 => ShortMessage::poly_pressure(ch, a, b),
+        0xB0 => ShortMessage::control_change(ch, a, b),
+        0xC0 => ShortMessage::program_change(ch, a),
+        0xD0 => ShortMessage::channel_pressure(ch, a),
+        _ => ShortMessage::pitch_bend(ch, (u16::from(b) << 7) | u16::from(a)),
+    }
+}
+
+#[inline]
 fn short(bytes: &[u8], at: usize) -> Result<ShortMessage, DecodeError> {
     ShortMessage::try_from_slice(bytes)
         .map_err(|_| DecodeError::invalid("midi command", at, u32::from(bytes[0])))
@@ -349,18 +398,15 @@ fn short(bytes: &[u8], at: usize) -> Result<ShortMessage, DecodeError> {
 impl<'a> Iterator for ListDecoder<'a> {
     type Item = Result<TimedCommand<'a>, DecodeError>;
 
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
         match self.next_command() {
             Ok(Some(c)) => Some(Ok(c)),
-            Ok(None) => {
-                self.done = true;
-                None
-            }
+            Ok(None) => None,
             Err(e) => {
-                self.done = true;
+                // Stop for good: nothing after a broken command is trusted.
+                self.pos = self.list.len();
+                self.need_delta = false;
                 Some(Err(e))
             }
         }

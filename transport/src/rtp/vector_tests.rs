@@ -22,8 +22,22 @@ const V54: &str = include_str!("../../tests/vectors/sheet-5.4-guard-chapters-c-w
 const V56: &str = include_str!("../../tests/vectors/macos-5.6-golden.hex");
 const V75: &str = include_str!("../../tests/vectors/macos-7.5-no-journal.hex");
 
-/// Every vector file, for other tests (fuzz corpus replay).
-pub(crate) const ALL: [&str; 6] = [V51, V52, V53, V54, V56, V75];
+/// Every vector must also sit in the fuzz seed corpus.
+#[test]
+fn every_vector_seeds_the_packet_fuzzer() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/rtp_packet");
+    let seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    for v in [V51, V52, V53, V54, V56, V75] {
+        assert!(
+            seeds.contains(&hex(v)),
+            "vector missing from {}",
+            dir.display()
+        );
+    }
+}
 
 fn shorts(p: &Packet<'_>) -> Vec<(u64, Vec<u8>)> {
     p.commands()
@@ -119,7 +133,7 @@ fn example_5_3_decodes_and_our_sender_writes_it() {
     let j = p.journal().unwrap().unwrap();
     assert_eq!(j.header.checkpoint, 4662);
     let cj = j.channels().next().unwrap();
-    let n = cj.n.unwrap();
+    let n = cj.n().unwrap();
     assert!(!n.b);
     assert!(n.offs().contains(60));
 
@@ -152,8 +166,8 @@ fn example_5_4_decodes_and_our_sender_writes_it() {
     let j = p.journal().unwrap().unwrap();
     let cj = j.channels().next().unwrap();
     assert_eq!(cj.channel, 2);
-    assert_eq!(cj.w.unwrap().value(), 9216);
-    assert_eq!(cj.c.unwrap().len(), 2);
+    assert_eq!(cj.w().unwrap().value(), 9216);
+    assert_eq!(cj.c().unwrap().len(), 2);
 
     let mut s = SendStream::new(SendConfig::new(0x1234_5678, 4668), Micros::ZERO);
     let mut buf = Vec::new();
@@ -194,7 +208,7 @@ fn golden_macos_packet_decodes_and_round_trips() {
     assert!(!j.header.s && j.header.a && !j.header.y);
     let cjs: Vec<ChannelJournal<'_>> = j.channels().collect();
     assert_eq!(cjs.len(), 2);
-    let n0 = cjs[0].n.unwrap();
+    let n0 = cjs[0].n().unwrap();
     assert_eq!(
         n0.logs()
             .map(|l| (l.s, l.note, l.y, l.velocity))
@@ -205,7 +219,7 @@ fn golden_macos_packet_decodes_and_round_trips() {
     assert_eq!(offs, vec![52, 53, 55, 57, 59]);
     assert_eq!((cjs[1].channel, cjs[1].s), (9, true));
     let offs9: Vec<u8> = (0..128)
-        .filter(|&k| cjs[1].n.unwrap().offs().contains(k))
+        .filter(|&k| cjs[1].n().unwrap().offs().contains(k))
         .collect();
     assert_eq!(offs9, vec![36, 37, 38]);
 
@@ -235,7 +249,7 @@ fn golden_macos_packet_decodes_and_round_trips() {
     j.header.encode(&mut out);
     for cj in &cjs {
         let patch = LengthPatch::begin(&mut out, 3);
-        let n = cj.n.unwrap();
+        let n = cj.n().unwrap();
         let logs: Vec<_> = n.logs().collect();
         assert!(ChapterN::encode(&mut out, n.b, &logs, &n.offs()));
         assert!(patch.finish_channel(&mut out, cj.s, cj.channel, 0x08));

@@ -157,7 +157,7 @@ impl RecvStream {
     fn repair_channel(&mut self, ctx: &Ctx, cj: &ChannelJournal<'_>) {
         let ch = cj.channel;
         let mut release = [64u8; 128];
-        if let Some(e) = cj.e {
+        if let Some(e) = cj.e() {
             for l in e.logs() {
                 if let NoteExtra::Release(v) = l.extra {
                     release[usize::from(l.note)] = v.max(1);
@@ -165,7 +165,7 @@ impl RecvStream {
             }
         }
 
-        if let Some(p) = cj.p.filter(|p| !ctx.skip(p.s)) {
+        if let Some(p) = cj.p().filter(|p| !ctx.skip(p.s)) {
             let cs = self.mirror.midi.channel(ch);
             let same = cs.program.is_some_and(|c| {
                 c.number == p.program
@@ -185,7 +185,7 @@ impl RecvStream {
         }
 
         let mut pedal_logged = false;
-        if let Some(c) = cj.c.filter(|c| !ctx.skip(c.s) && !cj.h) {
+        if let Some(c) = cj.c().filter(|c| !ctx.skip(c.s) && !cj.h) {
             let mut logs = std::mem::take(&mut self.scratch);
             logs.clear();
             logs.extend(c.logs().filter(|l| !ctx.skip(l.s)));
@@ -222,7 +222,7 @@ impl RecvStream {
             self.scratch = logs;
         }
 
-        if let Some(m) = cj.m.filter(|m| !ctx.skip(m.s)) {
+        if let Some(m) = cj.m().filter(|m| !ctx.skip(m.s)) {
             let mut last: Option<ParamLog> = None;
             for log in m.logs() {
                 last = Some(log);
@@ -243,13 +243,13 @@ impl RecvStream {
             }
         }
 
-        if let Some(w) = cj.w.filter(|w| !ctx.skip(w.s))
+        if let Some(w) = cj.w().filter(|w| !ctx.skip(w.s))
             && self.mirror.midi.channel(ch).pitch_bend != w.value()
         {
             self.send(ctx, ShortMessage::pitch_bend(ch, w.value()));
         }
 
-        if let Some(n) = cj.n {
+        if let Some(n) = cj.n() {
             let mut released = 0;
             if !ctx.skip(n.b) {
                 let offs = n.offs();
@@ -284,13 +284,13 @@ impl RecvStream {
             }
         }
 
-        if let Some(t) = cj.t.filter(|t| !ctx.skip(t.s))
+        if let Some(t) = cj.t().filter(|t| !ctx.skip(t.s))
             && self.mirror.midi.channel(ch).channel_pressure != t.pressure
         {
             self.send(ctx, ShortMessage::channel_pressure(ch, t.pressure));
         }
 
-        if let Some(a) = cj.a.filter(|a| !ctx.skip(a.s)) {
+        if let Some(a) = cj.a().filter(|a| !ctx.skip(a.s)) {
             for log in a.logs() {
                 if !ctx.skip(log.s)
                     && self.mirror.midi.channel(ch).poly_pressure[usize::from(log.note)]
