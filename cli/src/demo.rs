@@ -164,8 +164,9 @@ pub(crate) fn run(args: Args) -> Result<()> {
         sim.run_until(t);
         sim.with(i, |p, now| p.send(now, now, m))?;
     }
-    // Let guard packets and feedback finish the repairs.
-    sim.run_for(Duration::from_secs(5));
+    // Let guard packets and feedback finish the repairs (guards back off to
+    // one a second, so a tail lost in a burst takes a few seconds).
+    sim.run_for(Duration::from_secs(15));
 
     for (i, report) in reports.iter_mut().enumerate() {
         for (_, e) in sim.take_events(i) {
