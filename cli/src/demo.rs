@@ -31,12 +31,17 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 4)]
     players: usize,
     /// Probability of losing each packet (0 to 0.9).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.02)]
     loss: f64,
     /// Mean extra delay per packet, in milliseconds (exponentially
-    /// distributed; packets may overtake each other).
-    #[arg(long, default_value_t = 0.0)]
+    /// distributed; a packet never overtakes the one before it, as in a
+    /// router queue).
+    #[arg(long, default_value_t = 2.0)]
     jitter_ms: f64,
+    /// Probability that a packet is held back 5 ms so later ones overtake it
+    /// (0 to 0.5).
+    #[arg(long, default_value_t = 0.0)]
+    reorder: f64,
     /// Fixed one-way delay, in milliseconds.
     #[arg(long, default_value_t = 20.0)]
     delay_ms: f64,
@@ -60,6 +65,7 @@ struct Report {
     events_received: u64,
     recovered_events: u64,
     lost_packets: u64,
+    late_packets: u64,
     stuck_notes: usize,
     wrong_values: usize,
     latencies_us: Vec<i64>,
@@ -80,6 +86,9 @@ pub(crate) fn run(args: Args) -> Result<()> {
     if !(0.0..=0.9).contains(&args.loss) {
         bail!("--loss must be between 0 and 0.9, got {}", args.loss);
     }
+    if !(0.0..=0.5).contains(&args.reorder) {
+        bail!("--reorder must be between 0 and 0.5, got {}", args.reorder);
+    }
     for (name, v) in [
         ("--jitter-ms", args.jitter_ms),
         ("--delay-ms", args.delay_ms),
@@ -95,12 +104,8 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let link = LinkConfig::default()
         .delay(Duration::from_secs_f64(args.delay_ms / 1000.0))
         .jitter(Duration::from_secs_f64(args.jitter_ms / 1000.0))
-        .loss(args.loss);
-    let link = if args.jitter_ms > 0.0 {
-        link.unordered()
-    } else {
-        link
-    };
+        .loss(args.loss)
+        .reorder(args.reorder, Duration::from_millis(5));
 
     let mut sim: HostSim<Participant> = HostSim::new(args.seed, link);
     let names: Vec<String> = (0..n)
@@ -190,7 +195,11 @@ pub(crate) fn run(args: Args) -> Result<()> {
         let by_ssrc: BTreeMap<u32, usize> = (0..n).map(|j| (sim.protocol(j).ssrc(), j)).collect();
         for h in handles {
             let stats = p.peer_stats(h).expect("joined peers have stats");
-            report.lost_packets += stats.recv.lost;
+            // A packet that overtook its predecessor opens a gap (repaired
+            // from the journal at once); when the late one arrives it is
+            // dropped and counted late, so it never arrived "lost".
+            report.lost_packets += stats.recv.lost.saturating_sub(stats.recv.late_dropped);
+            report.late_packets += stats.recv.late_dropped;
             let received = p.received_state(h).expect("joined peers have state");
             let sender = by_ssrc[&stats.ssrc];
             report.stuck_notes += received.sounding_count();
@@ -213,6 +222,7 @@ fn print_report(args: &Args, reports: &[Report], network_lost: u64) {
                     "events_sent": r.events_sent,
                     "events_received": r.events_received,
                     "lost_packets": r.lost_packets,
+                    "late_packets": r.late_packets,
                     "recovered_events": r.recovered_events,
                     "stuck_notes": r.stuck_notes,
                     "wrong_values": r.wrong_values,
@@ -229,6 +239,7 @@ fn print_report(args: &Args, reports: &[Report], network_lost: u64) {
             "network": {
                 "loss": args.loss,
                 "jitter_ms": args.jitter_ms,
+                "reorder": args.reorder,
                 "delay_ms": args.delay_ms,
                 "seconds": args.seconds,
                 "seed": args.seed,
@@ -239,25 +250,36 @@ fn print_report(args: &Args, reports: &[Report], network_lost: u64) {
         return;
     }
     println!(
-        "jam demo: {} players, {} s, delay {} ms, jitter {} ms, loss {:.1} %, seed {} (emulated network, virtual time)",
+        "jam demo: {} players, {} s, delay {} ms, jitter {} ms, loss {:.1} %, reorder {:.1} %, seed {} (emulated network, virtual time)",
         reports.len(),
         args.seconds,
         args.delay_ms,
         args.jitter_ms,
         args.loss * 100.0,
+        args.reorder * 100.0,
         args.seed
     );
     println!(
-        "{:<10} {:>6} {:>9} {:>6} {:>10} {:>6} {:>6} {:>9} {:>9}",
-        "player", "sent", "received", "lost", "recovered", "stuck", "wrong", "p50 ms", "p99 ms"
+        "{:<10} {:>6} {:>9} {:>6} {:>6} {:>10} {:>6} {:>6} {:>9} {:>9}",
+        "player",
+        "sent",
+        "received",
+        "lost",
+        "late",
+        "recovered",
+        "stuck",
+        "wrong",
+        "p50 ms",
+        "p99 ms"
     );
     for r in reports {
         println!(
-            "{:<10} {:>6} {:>9} {:>6} {:>10} {:>6} {:>6} {:>9.2} {:>9.2}",
+            "{:<10} {:>6} {:>9} {:>6} {:>6} {:>10} {:>6} {:>6} {:>9.2} {:>9.2}",
             r.name,
             r.events_sent,
             r.events_received,
             r.lost_packets,
+            r.late_packets,
             r.recovered_events,
             r.stuck_notes,
             r.wrong_values,
@@ -266,9 +288,12 @@ fn print_report(args: &Args, reports: &[Report], network_lost: u64) {
         );
     }
     println!(
-        "lost = packets missing from the streams this player received; recovered = events rebuilt from the recovery journal;"
+        "lost = packets that never arrived; late = packets overtaken by a later one (its journal had already repaired the gap);"
     );
     println!(
-        "stuck = notes still sounding after everyone stopped; wrong = controller/program/bend/pressure values that differ from the sender's."
+        "recovered = events rebuilt from the recovery journal; stuck = notes still sounding after everyone stopped;"
+    );
+    println!(
+        "wrong = controller/program/bend/pressure values that differ from the sender's at the end."
     );
 }

@@ -192,7 +192,7 @@ fn demo_json(args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn demo_at_ten_percent_loss_recovers_events_and_leaves_no_stuck_note() {
-    let report = demo_json(&["--loss", "0.1"]);
+    let report = demo_json(&["--loss", "0.1", "--jitter-ms", "0"]);
     let players = report["players"].as_array().unwrap();
     assert_eq!(players.len(), 4);
     for p in players {
@@ -211,7 +211,16 @@ fn demo_at_ten_percent_loss_recovers_events_and_leaves_no_stuck_note() {
 
 #[test]
 fn demo_without_loss_delivers_everything_without_repairs() {
-    let report = demo_json(&["--players", "3", "--seconds", "8"]);
+    let report = demo_json(&[
+        "--players",
+        "3",
+        "--seconds",
+        "8",
+        "--loss",
+        "0",
+        "--jitter-ms",
+        "0",
+    ]);
     let players = report["players"].as_array().unwrap();
     let sent: u64 = players
         .iter()
@@ -226,8 +235,23 @@ fn demo_without_loss_delivers_everything_without_repairs() {
 }
 
 #[test]
+fn the_default_demo_is_lossy_and_still_leaves_nothing_stuck() {
+    let report = demo_json(&[]);
+    assert_eq!(report["network"]["loss"], 0.02);
+    for p in report["players"].as_array().unwrap() {
+        assert_eq!(p["stuck_notes"], 0, "{p}");
+        assert_eq!(p["wrong_values"], 0, "{p}");
+    }
+}
+
+#[test]
 fn demo_rejects_out_of_range_settings() {
-    for args in [["--players", "1"], ["--loss", "1.5"], ["--seconds", "0"]] {
+    for args in [
+        ["--players", "1"],
+        ["--loss", "1.5"],
+        ["--seconds", "0"],
+        ["--reorder", "0.9"],
+    ] {
         let out = jam().arg("demo").args(args).output().unwrap();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
