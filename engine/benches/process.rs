@@ -13,7 +13,7 @@ use jam_core::{Beats, Micros, PeerId, ShortMessage};
 use jam_engine::net::{NetEvent, net_link};
 use jam_engine::{
     Block, Engine, EngineConfig, EngineRt, EventBuffer, MAX_EVENTS_PER_BLOCK, Role, Settings,
-    StampedEvent, WorkerHandle,
+    WorkerHandle,
 };
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -51,6 +51,7 @@ impl Rig {
                     peer: PeerId([p + 2; 16]),
                     name: format!("peer {p}"),
                     role: Role::Melody,
+                    address: None,
                 })
                 .unwrap();
         }
@@ -85,12 +86,9 @@ impl Rig {
                 self.events
                     .blocking_send(NetEvent::Midi {
                         peer,
-                        event: StampedEvent {
-                            msg,
-                            sent_at: at,
-                            beat: Beats(at.0 as i64 * 2),
-                            origin: peer,
-                        },
+                        msg,
+                        sent_at: at,
+                        beat: Some(Beats(at.0 as i64 * 2)),
                         arrival: at,
                         recovered: false,
                     })

@@ -42,8 +42,9 @@ pub struct RemoteEvent {
     pub slot: u8,
     /// The message (its channel is replaced by the slot on output).
     pub msg: ShortMessage,
-    /// The sender's beat for the event.
-    pub beat: Beats,
+    /// The sender's beat for the event, when the transport carried it;
+    /// `None`: the beat of `sent_at` on this host's timeline.
+    pub beat: Option<Beats>,
     /// The sender's clock time, already mapped onto the local clock.
     pub sent_at: Micros,
     /// When the event reached this machine (local clock).
@@ -62,6 +63,20 @@ pub struct OutEvent {
     pub msg: ShortMessage,
     /// The participant's slot (equal to the channel for channel messages).
     pub slot: u8,
+    /// What the network delivered, for remote events; `None` for what the
+    /// engine made itself (note-offs releasing hanging notes).
+    pub source: Option<Received>,
+}
+
+/// A remote event as it was received, before placement re-channeled it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// The message as the participant played it (its own channel).
+    pub played: ShortMessage,
+    /// When it reached this machine (local clock).
+    pub arrival: Micros,
+    /// True when the recovery journal rebuilt it after a loss.
+    pub recovered: bool,
 }
 
 /// A vector whose capacity is fixed at construction and never grows: pushing

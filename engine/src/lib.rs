@@ -57,6 +57,7 @@
 pub mod event;
 pub mod midi_manager;
 pub mod net;
+pub mod network;
 pub mod output;
 pub mod rt;
 pub mod stats;
@@ -64,9 +65,10 @@ pub mod synth;
 pub mod timeline;
 pub mod worker;
 
-pub use event::{EventBuffer, HostEvent, OutEvent, RemoteEvent, StampedEvent};
-pub use midi_manager::{BlockClock, HostTransport, MidiManager};
+pub use event::{EventBuffer, HostEvent, OutEvent, Received, RemoteEvent, StampedEvent};
+pub use midi_manager::{BlockClock, BlockTimer, HostTransport, MidiManager};
 pub use net::{NetCommand, NetEvent, NetLink, NetPort, Role, SessionAddress};
+pub use network::{NetworkConfig, NetworkError, NetworkInfo};
 pub use output::LatencyMode;
 pub use rt::{Block, EngineRt, Settings};
 pub use stats::{CounterView, EngineCounters, PeerTable, PeerView};

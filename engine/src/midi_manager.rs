@@ -66,6 +66,13 @@ impl BlockClock {
         Beats((self.start_ubeats + offset as f64 * self.ubeats_per_sample).round() as i64)
     }
 
+    /// Beat at local time `t` (before, inside or after the block), at this
+    /// block's tempo.
+    pub fn beat_of_time(&self, t: Micros) -> Beats {
+        let samples = t.signed_diff(self.now) as f64 * self.sample_rate / 1e6;
+        Beats((self.start_ubeats + samples * self.ubeats_per_sample).round() as i64)
+    }
+
     /// Beat just after the last sample (where the next block should start).
     pub fn end_beat(&self) -> Beats {
         self.beat_at(self.len)
@@ -177,6 +184,60 @@ impl MidiManager {
     }
 }
 
+/// Largest gap between a block's clock reading and the start time the
+/// sample count predicts before [`BlockTimer`] re-anchors on the clock.
+pub const REANCHOR_AFTER: Micros = Micros(2_000);
+
+/// Start times of host blocks from the sample count, anchored on the clock.
+///
+/// A host calls `process` when the audio device wants a block, with
+/// scheduling jitter of its own; the samples themselves are evenly spaced.
+/// This timer gives each block the time the sample count predicts since the
+/// last anchor, so events inside blocks keep their exact spacing, and
+/// re-anchors on the clock reading when the two drift apart by more than
+/// [`REANCHOR_AFTER`] or one block period (a stall, a sample-rate change, a
+/// device clock running off the system clock) or after [`BlockTimer::reset`].
+/// Realtime-safe: yes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BlockTimer {
+    anchor: Option<(Micros, u64, f32)>,
+    samples: u64,
+}
+
+impl BlockTimer {
+    /// A timer that anchors on its first block.
+    pub fn new() -> Self {
+        BlockTimer::default()
+    }
+
+    /// Forgets the anchor (transport restart, reactivation).
+    pub fn reset(&mut self) {
+        self.anchor = None;
+        self.samples = 0;
+    }
+
+    /// The start time of a block of `len` samples whose clock reading was
+    /// `read`, and advances past it.
+    pub fn block_start(&mut self, read: Micros, len: u32, sample_rate: f32) -> Micros {
+        let period_us = (len as f64 * 1e6 / sample_rate.max(1.0) as f64) as u64;
+        let tolerance = REANCHOR_AFTER.0.max(period_us) as i64;
+        let predicted = match self.anchor {
+            Some((t, s, sr)) if sr == sample_rate => {
+                let us = ((self.samples - s) as f64 * 1e6 / sr as f64).round() as i64;
+                let p = t.offset_by(us);
+                (read.signed_diff(p).abs() <= tolerance).then_some(p)
+            }
+            _ => None,
+        };
+        let start = predicted.unwrap_or_else(|| {
+            self.anchor = Some((read, self.samples, sample_rate));
+            read
+        });
+        self.samples += len as u64;
+        start
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +249,36 @@ mod tests {
             tempo: Some(tempo),
             beat: Some(beat),
         }
+    }
+
+    #[test]
+    fn block_starts_follow_the_sample_count_and_reanchor_on_drift() {
+        let mut t = BlockTimer::new();
+        assert_eq!(
+            t.block_start(Micros(1_000_000), 480, 48_000.0),
+            Micros(1_000_000)
+        );
+        // Jittery readings: the start times stay 10 ms apart.
+        assert_eq!(
+            t.block_start(Micros(1_010_700), 480, 48_000.0),
+            Micros(1_010_000)
+        );
+        assert_eq!(
+            t.block_start(Micros(1_019_600), 480, 48_000.0),
+            Micros(1_020_000)
+        );
+        // A stall of 50 ms: re-anchor on the clock.
+        assert_eq!(
+            t.block_start(Micros(1_080_000), 480, 48_000.0),
+            Micros(1_080_000)
+        );
+        // A sample-rate change re-anchors too.
+        assert_eq!(
+            t.block_start(Micros(1_090_100), 441, 44_100.0),
+            Micros(1_090_100)
+        );
+        t.reset();
+        assert_eq!(t.block_start(Micros(5), 1, 48_000.0), Micros(5));
     }
 
     #[test]

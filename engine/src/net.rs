@@ -16,7 +16,7 @@
 //! this boundary; the transport's tests cover the other half.
 
 use crate::StampedEvent;
-use jam_core::{Micros, PeerId};
+use jam_core::{Beats, Micros, PeerId, ShortMessage};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -173,6 +173,9 @@ pub enum NetCommand {
         /// The identity key file, if any.
         key_file: Option<PathBuf>,
     },
+    /// Invite one more participant into the current session (without
+    /// leaving it, unlike `Join`).
+    Invite(SessionAddress),
     /// Leave the session (say goodbye to every peer).
     Leave,
     /// Send these locally played events to every peer, in order.
@@ -234,6 +237,8 @@ pub enum NetEvent {
         name: String,
         /// Its announced role.
         role: Role,
+        /// Its control port address, when the transport knows it.
+        address: Option<SocketAddr>,
     },
     /// A participant announced a new role.
     PeerRole {
@@ -246,14 +251,21 @@ pub enum NetEvent {
     PeerLeft {
         /// Who.
         peer: PeerId,
+        /// Why, in the transport's words (`ByeReceived`, `TimedOut`, ...).
+        reason: Option<String>,
     },
     /// A MIDI event from a participant.
     Midi {
         /// Who played it.
         peer: PeerId,
-        /// The event: its `sent_at` is the sender's time already mapped
-        /// onto the local clock; `origin` equals `peer`.
-        event: StampedEvent,
+        /// The message (channel as played).
+        msg: ShortMessage,
+        /// The sender's time for the event, mapped onto the local clock.
+        sent_at: Micros,
+        /// The beat the sender played it on, when the transport carries it
+        /// (RTP-MIDI does not: `None` lets the engine take the beat of
+        /// `sent_at` on its own timeline).
+        beat: Option<Beats>,
         /// When its packet arrived (local clock).
         arrival: Micros,
         /// True when the recovery journal rebuilt it after a loss.

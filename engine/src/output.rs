@@ -32,7 +32,7 @@
 
 use crate::midi_manager::BlockClock;
 use crate::stats::{EngineCounters, PeerTable};
-use crate::{EventBuffer, MAX_PEERS, OutEvent, RemoteEvent};
+use crate::{EventBuffer, MAX_PEERS, OutEvent, Received, RemoteEvent};
 use jam_core::{Beats, ShortMessage};
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
@@ -180,7 +180,8 @@ impl OutputManager {
     ) {
         match p.mode {
             LatencyMode::Interval => {
-                let target = ev.beat + Beats::from_beats(p.interval_beats as i64);
+                let played = ev.beat.unwrap_or_else(|| clock.beat_of_time(ev.sent_at));
+                let target = played + Beats::from_beats(p.interval_beats as i64);
                 if self.held.len() >= self.held.capacity() {
                     counters.dropped_scheduled.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -247,6 +248,7 @@ impl OutputManager {
                     offset: 0,
                     msg: ShortMessage::note_off(c as u8, key, 0),
                     slot: c as u8,
+                    source: None,
                 };
                 if out.push(e).is_err() {
                     counters.dropped_output.fetch_add(1, Ordering::Relaxed);
@@ -301,6 +303,11 @@ fn push_out(out: &mut EventBuffer<OutEvent>, offset: u32, ev: RemoteEvent, c: &E
         offset,
         msg: ev.msg.with_channel(slot),
         slot,
+        source: Some(Received {
+            played: ev.msg,
+            arrival: ev.arrival,
+            recovered: ev.recovered,
+        }),
     };
     if out.push(e).is_err() {
         c.dropped_output.fetch_add(1, Ordering::Relaxed);
@@ -330,7 +337,7 @@ mod tests {
         RemoteEvent {
             slot,
             msg,
-            beat,
+            beat: Some(beat),
             sent_at: arrival,
             arrival,
             recovered: false,
@@ -467,7 +474,8 @@ mod tests {
             vec![OutEvent {
                 offset: 0,
                 msg: ShortMessage::note_off(1, 50, 0),
-                slot: 1
+                slot: 1,
+                source: None,
             }]
         );
         // The real note-off arrives later and is not sent again.
@@ -544,16 +552,19 @@ mod tests {
                 offset: 5,
                 msg: on,
                 slot: 0,
+                source: None,
             },
             OutEvent {
                 offset: 5,
                 msg: off,
                 slot: 0,
+                source: None,
             },
             OutEvent {
                 offset: 2,
                 msg: on,
                 slot: 1,
+                source: None,
             },
         ];
         insertion_sort_by_offset(&mut v);

@@ -529,7 +529,12 @@ mod tests {
     use super::*;
 
     fn ev(offset: u32, slot: u8, msg: ShortMessage) -> OutEvent {
-        OutEvent { offset, msg, slot }
+        OutEvent {
+            offset,
+            msg,
+            slot,
+            source: None,
+        }
     }
 
     fn render(s: &mut MonitorSynth, events: &[OutEvent], n: usize) -> Vec<f32> {

@@ -41,6 +41,7 @@ enum Control {
         display_name: String,
         key_file: Option<PathBuf>,
     },
+    Invite(SessionAddress),
     Leave,
     BrowseLan(bool),
     Timeline(Timeline),
@@ -72,7 +73,13 @@ impl EngineControl {
         });
     }
 
-    /// Leaves the session.
+    /// Invites one more participant into the current session.
+    pub fn invite(&self, address: SessionAddress) {
+        self.send(Control::Invite(address));
+    }
+
+    /// Leaves the session. Its participants leave the peer table as the
+    /// network side reports them gone.
     pub fn leave(&self) {
         self.send(Control::Leave);
     }
@@ -193,10 +200,21 @@ impl EngineWorker {
     /// Runs the worker on a new thread named `jam-engine-worker` with a
     /// current-thread tokio runtime, connected to the network side by `net`.
     pub fn spawn(self, net: NetLink) -> std::io::Result<WorkerHandle> {
-        let control = self.control();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()?;
+        self.spawn_on(rt, net)
+    }
+
+    /// Runs the worker on a new thread that drives `rt` (and whatever tasks
+    /// were already spawned on it, such as the transport and anything that
+    /// sits between it and `net`: `jam peer` watches the seam this way).
+    pub fn spawn_on(
+        self,
+        rt: tokio::runtime::Runtime,
+        net: NetLink,
+    ) -> std::io::Result<WorkerHandle> {
+        let control = self.control();
         let thread = std::thread::Builder::new()
             .name("jam-engine-worker".into())
             .spawn(move || rt.block_on(self.run(net)))?;
@@ -282,9 +300,9 @@ impl EngineWorker {
                 // Tell the session our role once we are in.
                 self.command(net, NetCommand::SetRole(self.role));
             }
+            Control::Invite(address) => self.command(net, NetCommand::Invite(address)),
             Control::Leave => {
                 self.command(net, NetCommand::Leave);
-                self.depart_all();
                 self.shared.peers.set_connection(ConnectionState::Idle);
             }
             Control::BrowseLan(on) => self.command(net, NetCommand::BrowseLan(on)),
@@ -326,7 +344,9 @@ impl EngineWorker {
                 }
                 self.shared.peers.set_connection(state);
             }
-            NetEvent::PeerJoined { peer, name, role } => {
+            NetEvent::PeerJoined {
+                peer, name, role, ..
+            } => {
                 if self.slots.contains_key(&peer) {
                     self.shared.peers.join(peer, &name, role);
                 } else if self.slot_for(peer, &name, role).is_none() {
@@ -334,7 +354,7 @@ impl EngineWorker {
                 }
             }
             NetEvent::PeerRole { peer, role } => self.shared.peers.set_role(peer, role),
-            NetEvent::PeerLeft { peer } => {
+            NetEvent::PeerLeft { peer, .. } => {
                 if let Some(slot) = self.slots.remove(&peer) {
                     self.shared.peers.leave(peer);
                     self.push_to_rt(Inbound::PeerGone(slot));
@@ -342,7 +362,9 @@ impl EngineWorker {
             }
             NetEvent::Midi {
                 peer,
-                event,
+                msg,
+                sent_at,
+                beat,
                 arrival,
                 recovered,
             } => {
@@ -357,9 +379,9 @@ impl EngineWorker {
                 self.shared.peers.add_event(slot, recovered);
                 self.push_to_rt(Inbound::Midi(RemoteEvent {
                     slot,
-                    msg: event.msg,
-                    beat: event.beat,
-                    sent_at: event.sent_at,
+                    msg,
+                    beat,
+                    sent_at,
                     arrival,
                     recovered,
                 }));

@@ -20,8 +20,7 @@ use jam_core::{Beats, Micros, PeerId, ShortMessage};
 use jam_engine::net::{NetCommand, NetEvent, net_link};
 use jam_engine::{
     Block, Engine, EngineConfig, EventBuffer, HostEvent, HostTransport, INCOMING_RING_CAPACITY,
-    LatencyMode, MAX_EVENTS_PER_BLOCK, OUTGOING_RING_CAPACITY, Role, Settings, StampedEvent,
-    Timeline,
+    LatencyMode, MAX_EVENTS_PER_BLOCK, OUTGOING_RING_CAPACITY, Role, Settings, Timeline,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -71,6 +70,7 @@ fn ten_simulated_minutes_with_eight_peers_never_allocate_or_block() {
                         peer: PeerId([p + 1; 16]),
                         name: format!("peer {p}"),
                         role: Role::Melody,
+                        address: None,
                     })
                     .unwrap();
             }
@@ -280,12 +280,9 @@ fn midi(peer: PeerId, n: u64, at_us: u64, on: bool) -> NetEvent {
     };
     NetEvent::Midi {
         peer,
-        event: StampedEvent {
-            msg,
-            sent_at: Micros(at_us.saturating_sub(20_000)),
-            beat,
-            origin: peer,
-        },
+        msg,
+        sent_at: Micros(at_us.saturating_sub(20_000)),
+        beat: Some(beat),
         arrival: Micros(at_us),
         recovered: n.is_multiple_of(97),
     }

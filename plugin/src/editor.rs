@@ -45,6 +45,7 @@ pub fn create(params: Arc<JamParams>, link: Arc<EditorLink>) -> Option<JamEditor
             gui: None,
             address: String::new(),
             name: String::new(),
+            listen: String::new(),
             error: None,
             browsing: false,
         },
@@ -59,6 +60,9 @@ pub struct SessionPanel {
     /// Text being typed (saved to the persisted fields on join).
     address: String,
     name: String,
+    /// Listen address being typed (saved when it changes; used from the
+    /// next start of the engine).
+    listen: String,
     /// Why the typed address was not accepted.
     error: Option<String>,
     /// True once LAN browsing was requested for this editor session.
@@ -85,7 +89,7 @@ fn state_text(s: &ConnectionState) -> String {
         ConnectionState::Connecting(a) => format!("joining {a}…"),
         ConnectionState::Connected(a) => format!("in session {a}"),
         ConnectionState::Failed(why) => format!("failed: {why}"),
-        ConnectionState::Offline => "offline: no network side in this build".into(),
+        ConnectionState::Offline => "offline: the network side stopped".into(),
         other => format!("{other:?}"),
     }
 }
@@ -100,6 +104,7 @@ impl NiceEguiApp for SessionPanel {
         self.gui = Some(nice_gui_ctx);
         self.address = read_field(&self.params.session);
         self.name = read_field(&self.params.display_name);
+        self.listen = read_field(&self.params.listen);
         Ok(())
     }
 
@@ -118,7 +123,32 @@ impl NiceEguiApp for SessionPanel {
             ui.label("Your name");
             ui.text_edit_singleline(&mut self.name);
             ui.end_row();
+            ui.label("Listen on");
+            if ui
+                .text_edit_singleline(&mut self.listen)
+                .on_hover_text("ip:port to always listen on; empty: any free port (next start)")
+                .changed()
+            {
+                write_field(&self.params.listen, self.listen.trim());
+            }
+            ui.end_row();
         });
+        match self.link.listen() {
+            Some(a) if a.ip().is_unspecified() => {
+                ui.label(format!(
+                    "Listening on port {} (invite this computer's address:{})",
+                    a.port(),
+                    a.port()
+                ));
+            }
+            Some(a) => {
+                ui.label(format!("Listening on {a}"));
+            }
+            None => {}
+        }
+        if let Some(p) = self.link.listen_problem() {
+            ui.colored_label(egui::Color32::LIGHT_RED, p);
+        }
         ui.horizontal(|ui| match &control {
             Some(c) => {
                 if ui.button("Join").clicked() {

@@ -26,10 +26,13 @@
 //!    any allocation there aborts.
 //! 5. Dropping the plugin stops the worker (off the audio thread).
 //!
-//! **Transport seam.** The network side is started by the function given
-//! to [`set_net_factory`]. Until the transport participant is wired in
-//! there, an instance has no network side: its connection state reads
-//! "offline" and the commands it would send are counted as dropped.
+//! **Network.** By default each instance runs the transport's RTP-MIDI
+//! participant on its engine worker's runtime
+//! ([`jam_engine::EngineWorker::spawn_networked`]): it listens on the
+//! persisted `listen` address, or on a free port pair on every interface,
+//! and shows the bound address in the editor so a peer can invite it. A
+//! function given to [`set_net_factory`] replaces that network side (tests
+//! drive the seam directly with it).
 //!
 //! Not here: any musical decision (engine), the network (transport), the
 //! editor's widgets beyond the session panel ([`editor`]).
@@ -39,13 +42,14 @@ pub mod params;
 
 use crate::params::{JamParams, read_field, write_field};
 use jam_core::{Clock, MonotonicClock, PeerId, ShortMessage};
-use jam_engine::net::{NetLink, SessionAddress, net_link};
+use jam_engine::net::{NetLink, SessionAddress};
 use jam_engine::{
-    Block, Engine, EngineConfig, EngineControl, EngineRt, EventBuffer, HostEvent, HostTransport,
-    MAX_EVENTS_PER_BLOCK, OutEvent, WorkerHandle,
+    Block, BlockTimer, Engine, EngineConfig, EngineControl, EngineRt, EngineWorker, EventBuffer,
+    HostEvent, HostTransport, MAX_EVENTS_PER_BLOCK, NetworkConfig, OutEvent, WorkerHandle,
 };
 use nice_plug::midi::MidiResult;
 use nice_plug::prelude::*;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -64,24 +68,78 @@ pub type NetFactory = Box<dyn Fn(&NetContext) -> NetLink + Send + Sync>;
 
 static NET_FACTORY: OnceLock<NetFactory> = OnceLock::new();
 
-/// Sets, once per process, how plugin instances start their network side.
-/// Returns the factory back if one was already set.
-///
-/// This is the transport seam: the transport participant's driver goes here.
+/// Sets, once per process, how plugin instances start their network side,
+/// in place of the transport participant they run by default. Returns the
+/// factory back if one was already set.
 pub fn set_net_factory(factory: NetFactory) -> Result<(), NetFactory> {
     NET_FACTORY.set(factory)
 }
 
-fn start_net(ctx: &NetContext) -> NetLink {
-    match NET_FACTORY.get() {
-        Some(f) => f(ctx),
-        None => {
-            // No network side: the worker sees a closed channel and reports
-            // the connection as offline.
-            let (link, _port) = net_link();
-            link
+/// The listen address from the persisted text: empty means a free port
+/// pair on every interface.
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Ok(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0));
+    }
+    t.parse::<SocketAddr>()
+        .map_err(|_| format!("listen address {t:?} is not ip:port"))
+}
+
+/// Starts the worker with its network side: the factory's if one was set,
+/// else the transport participant on the persisted listen address, falling
+/// back to a free pair on the same interface when that one cannot be bound
+/// (the editor says so). `make` builds a fresh engine pair per attempt.
+fn start_worker(
+    mut make: impl FnMut() -> (EngineRt, EngineWorker),
+    ctx: &NetContext,
+    params: &JamParams,
+    link: &EditorLink,
+) -> Option<(EngineRt, WorkerHandle)> {
+    if let Some(f) = NET_FACTORY.get() {
+        let (rt, worker) = make();
+        return match worker.spawn(f(ctx)) {
+            Ok(h) => Some((rt, h)),
+            Err(e) => {
+                nice_error!("could not start the engine worker: {e}");
+                None
+            }
+        };
+    }
+    let mut problem = None;
+    let wanted = match listen_address(&read_field(&params.listen)) {
+        Ok(a) => a,
+        Err(e) => {
+            problem = Some(e);
+            SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0)
+        }
+    };
+    let mut attempts = vec![wanted];
+    if wanted.port() != 0 {
+        attempts.push(SocketAddr::new(wanted.ip(), 0));
+    }
+    for listen in attempts {
+        let mut config = NetworkConfig::new(ctx.clock, display_name(params), rand::random());
+        config.listen = listen;
+        let (rt, worker) = make();
+        match worker.spawn_networked(config) {
+            Ok((handle, info)) => {
+                *lock(&link.listen) = Some(info.control);
+                *lock(&link.listen_problem) = problem;
+                return Some((rt, handle));
+            }
+            Err(e) => {
+                nice_error!("could not start the network side: {e}");
+                problem = Some(format!("{e}"));
+            }
         }
     }
+    *lock(&link.listen_problem) = problem;
+    None
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The clock shared by every instance in this process.
@@ -96,15 +154,27 @@ pub fn process_clock() -> MonotonicClock {
 pub struct EditorLink {
     /// The engine's control handle, once the plugin has been activated.
     pub control: Mutex<Option<EngineControl>>,
+    /// The bound control port address (what a peer invites), once the
+    /// network side runs.
+    pub listen: Mutex<Option<SocketAddr>>,
+    /// Why the network side does not listen where it was asked to.
+    pub listen_problem: Mutex<Option<String>>,
 }
 
 impl EditorLink {
     /// The control handle, if the engine runs.
     pub fn control(&self) -> Option<EngineControl> {
-        self.control
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.control).clone()
+    }
+
+    /// The bound control port address, if the network side runs.
+    pub fn listen(&self) -> Option<SocketAddr> {
+        *lock(&self.listen)
+    }
+
+    /// Why the network side does not listen where it was asked to.
+    pub fn listen_problem(&self) -> Option<String> {
+        lock(&self.listen_problem).clone()
     }
 }
 
@@ -123,6 +193,8 @@ pub struct JamPlugin {
     /// Shared with the editor.
     link: Arc<EditorLink>,
     clock: MonotonicClock,
+    /// Block start times from the sample count, re-anchored on the clock.
+    timer: BlockTimer,
 }
 
 impl Default for JamPlugin {
@@ -135,6 +207,7 @@ impl Default for JamPlugin {
             output: EventBuffer::with_capacity(0),
             link: Arc::new(EditorLink::default()),
             clock: process_clock(),
+            timer: BlockTimer::new(),
         }
     }
 }
@@ -154,20 +227,17 @@ impl JamPlugin {
         let local_peer = self.peer_id();
         let mut config = EngineConfig::new(local_peer);
         config.sample_rate = sample_rate;
-        let (rt, worker) = Engine::new(config);
-        let net = start_net(&NetContext {
+        let ctx = NetContext {
             clock: self.clock,
             local_peer,
-        });
-        match worker.spawn(net) {
-            Ok(handle) => {
-                let control = handle.control();
-                join_saved_session(&self.params, &control);
-                *self.link.control.lock().unwrap_or_else(|e| e.into_inner()) = Some(control);
-                self.worker = Some(handle);
-                self.rt = Some(rt);
-            }
-            Err(e) => nice_error!("could not start the engine worker: {e}"),
+        };
+        let make = || Engine::new(config.clone());
+        if let Some((rt, handle)) = start_worker(make, &ctx, &self.params, &self.link) {
+            let control = handle.control();
+            join_saved_session(&self.params, &control);
+            *lock(&self.link.control) = Some(control);
+            self.worker = Some(handle);
+            self.rt = Some(rt);
         }
     }
 }
@@ -257,6 +327,7 @@ impl Plugin for JamPlugin {
             Some(rt) => rt.reset(),
             None => self.start_engine(buffer_config.sample_rate),
         }
+        self.timer.reset();
         self.rt.is_some()
     }
 
@@ -264,6 +335,7 @@ impl Plugin for JamPlugin {
         if let Some(rt) = &mut self.rt {
             rt.reset();
         }
+        self.timer.reset();
     }
 
     fn process(
@@ -278,7 +350,7 @@ impl Plugin for JamPlugin {
             }
             return ProcessStatus::Normal;
         };
-        let now = self.clock.now();
+        let read = self.clock.now();
         self.input.clear();
         let mut dropped = 0u64;
         while let Some(ev) = context.next_event() {
@@ -299,6 +371,9 @@ impl Plugin for JamPlugin {
             beat: t.pos_beats(),
         };
         let sample_rate = t.sample_rate;
+        let now = self
+            .timer
+            .block_start(read, buffer.samples() as u32, sample_rate);
         let settings = self.params.settings();
         let channels = buffer.as_slice();
         let (left, right) = match channels {

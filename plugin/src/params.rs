@@ -87,6 +87,12 @@ pub struct JamParams {
     /// same participant.
     #[persist = "peer-id"]
     pub peer_id: Arc<RwLock<String>>,
+    /// Control port address to listen on (`ip:port`; the data port is the
+    /// next one up). Empty: a free port pair on every interface, chosen at
+    /// activation. Fixed by the user so that peers can keep inviting the
+    /// same address; takes effect when the engine starts.
+    #[persist = "listen"]
+    pub listen: Arc<RwLock<String>>,
 }
 
 impl Default for JamParams {
@@ -121,6 +127,7 @@ impl Default for JamParams {
             display_name: Arc::new(RwLock::new(String::new())),
             key_file: Arc::new(RwLock::new(String::new())),
             peer_id: Arc::new(RwLock::new(String::new())),
+            listen: Arc::new(RwLock::new(String::new())),
         }
     }
 }

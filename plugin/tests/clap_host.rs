@@ -24,7 +24,6 @@ use clack_host::events::{EventFlags, Match};
 use clack_host::prelude::*;
 use clack_host::utils::{BeatTime, SecondsTime};
 use jam_core::{Beats, Micros, PeerId, ShortMessage};
-use jam_engine::StampedEvent;
 use jam_engine::net::{NetCommand, NetEvent, NetPort, Role};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
@@ -297,12 +296,9 @@ fn notes_cross_the_transport_seam_sample_accurately() {
     let remote = PeerId([9; 16]);
     let ev = |msg, beat: Beats| NetEvent::Midi {
         peer: remote,
-        event: StampedEvent {
-            msg,
-            sent_at: Micros::ZERO,
-            beat,
-            origin: remote,
-        },
+        msg,
+        sent_at: Micros::ZERO,
+        beat: Some(beat),
         arrival: Micros::ZERO,
         recovered: false,
     };
@@ -311,6 +307,7 @@ fn notes_cross_the_transport_seam_sample_accurately() {
             peer: remote,
             name: "far away".into(),
             role: Role::Melody,
+            address: None,
         })
         .unwrap();
     let on_beat = Beats(1_000_000 + (1000.0 * 1e6 / SPB) as i64);
