@@ -32,10 +32,13 @@ struct Rig {
     right: Vec<f32>,
     block: u64,
     n: u64,
+    monitor: bool,
+    /// True when the last measured block was preempted.
+    preempted: bool,
 }
 
 impl Rig {
-    fn new() -> Rig {
+    fn new(monitor: bool) -> Rig {
         let (rt, worker) = Engine::new(EngineConfig::new(PeerId([1; 16])));
         let (link, port) = net_link();
         let handle = worker.spawn(link).unwrap();
@@ -64,6 +67,8 @@ impl Rig {
             right: vec![0.0; BLOCK],
             block: 0,
             n: 0,
+            monitor,
+            preempted: false,
         }
     }
 
@@ -99,51 +104,82 @@ impl Rig {
         // The worker polls every millisecond; give it the time it would
         // have in real time (outside the measurement).
         std::thread::sleep(Duration::from_micros(1500));
+        let switches = involuntary_switches();
         let t0 = Instant::now();
         self.rt.process_block(&mut Block {
             now: Micros(now_us),
             sample_rate: SR as f32,
             transport: Default::default(),
-            settings: Settings::default(),
+            settings: Settings {
+                monitor: self.monitor,
+                ..Settings::default()
+            },
             input: &[],
             output: &mut self.out,
             left: &mut self.left,
             right: &mut self.right,
         });
         let dt = t0.elapsed();
+        self.preempted = involuntary_switches() != switches;
         black_box(&self.left);
         self.block += 1;
         dt
     }
 }
 
+/// The kernel's count of times this thread was preempted (another task
+/// took its core). Read outside the measured span.
+fn involuntary_switches() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/status").ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn bench(c: &mut Criterion) {
-    let mut rig = Rig::new();
+    let mut rig = Rig::new(true);
     c.bench_function("process_block 256 @48k, 8 peers x 50 ev/s", |b| {
         b.iter_custom(|iters| (0..iters).map(|_| rig.step()).sum())
     });
+    let mut rig = Rig::new(false);
+    c.bench_function(
+        "process_block 256 @48k, 8 peers x 50 ev/s, monitor off",
+        |b| b.iter_custom(|iters| (0..iters).map(|_| rig.step()).sum()),
+    );
 
     // Per-block distribution over simulated minutes (bounded by wall time).
-    let mut rig = Rig::new();
-    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).unwrap();
     let minutes: u64 = std::env::var("JAM_BENCH_MINUTES")
         .ok()
         .and_then(|m| m.parse().ok())
         .unwrap_or(1);
-    let blocks = minutes * 60 * SR / BLOCK as u64;
-    for _ in 0..blocks {
-        let ns = rig.step().as_nanos() as u64;
-        hist.record(ns.max(1)).unwrap();
+    for monitor in [true, false] {
+        let mut rig = Rig::new(monitor);
+        let new_hist =
+            || hdrhistogram::Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).unwrap();
+        let (mut all, mut alone) = (new_hist(), new_hist());
+        let blocks = minutes * 60 * SR / BLOCK as u64;
+        for _ in 0..blocks {
+            let ns = (rig.step().as_nanos() as u64).max(1);
+            all.record(ns).unwrap();
+            if !rig.preempted {
+                alone.record(ns).unwrap();
+            }
+        }
+        let us = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        for (what, h) in [("all blocks", &all), ("blocks not preempted", &alone)] {
+            println!(
+                "monitor {}, {what} ({} of {blocks}, {minutes} simulated min): p50 {:.2} µs, \
+                 p99 {:.2} µs, p99.9 {:.2} µs, max {:.2} µs (budget 53.3 µs = 1 % of 5.33 ms)",
+                if monitor { "on" } else { "off" },
+                h.len(),
+                us(h, 0.5),
+                us(h, 0.99),
+                us(h, 0.999),
+                h.max() as f64 / 1000.0,
+            );
+        }
+        println!("voices sounding at the end: {}", rig.rt.active_voices());
     }
-    let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    println!(
-        "per-block over {blocks} blocks ({minutes} simulated min): p50 {:.2} µs, p99 {:.2} µs, \
-         p99.9 {:.2} µs, max {:.2} µs (budget 53.3 µs = 1 % of 5.33 ms)",
-        us(0.5),
-        us(0.99),
-        us(0.999),
-        hist.max() as f64 / 1000.0
-    );
 }
 
 criterion_group! {

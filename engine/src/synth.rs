@@ -15,6 +15,7 @@
 
 use crate::{MAX_PEERS, OutEvent};
 use jam_core::ShortMessage;
+use multiversion::multiversion;
 use std::f32::consts::TAU;
 
 /// Voices in the pool; the oldest is stolen (releasing ones first).
@@ -25,41 +26,6 @@ pub const STEAL_RAMP_MS: f32 = 3.0;
 pub const LEVEL_RAMP_MS: f32 = 20.0;
 /// Gain of one voice at full velocity, leaving headroom for chords.
 const VOICE_GAIN: f32 = 0.2;
-/// Entries in the sine table (a power of two); linear interpolation between
-/// them is accurate to about 5e-6, far below audibility, and much cheaper
-/// than calling `sin` for every voice and sample.
-const SINE_TABLE_SIZE: usize = 1024;
-
-/// One cycle of a sine, with the first entry repeated at the end.
-#[derive(Clone)]
-struct SineTable(Box<[f32; SINE_TABLE_SIZE + 1]>);
-
-impl SineTable {
-    fn new() -> Self {
-        let mut t = Box::new([0.0f32; SINE_TABLE_SIZE + 1]);
-        for (i, v) in t.iter_mut().enumerate() {
-            *v = (TAU * i as f32 / SINE_TABLE_SIZE as f32).sin();
-        }
-        SineTable(t)
-    }
-
-    /// `sin(2π·phase)` for `phase` in cycles (any value; wrapped).
-    #[inline]
-    fn at(&self, phase: f32) -> f32 {
-        let x = phase.rem_euclid(1.0) * SINE_TABLE_SIZE as f32;
-        let i = (x as usize).min(SINE_TABLE_SIZE - 1);
-        let f = x - i as f32;
-        let a = self.0[i];
-        a + (self.0[i + 1] - a) * f
-    }
-}
-
-impl std::fmt::Debug for SineTable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SineTable")
-    }
-}
-
 /// The oscillator of a timbre.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wave {
@@ -159,12 +125,13 @@ struct Voice {
     key: u8,
     /// Gain from velocity (times [`VOICE_GAIN`]).
     gain: f32,
-    /// Oscillator phase in cycles, 0..1.
-    phase: f32,
-    /// Phase increment per sample.
-    inc: f32,
-    /// Modulator phase (bell).
-    mod_phase: f32,
+    /// Oscillator phase, a 32-bit accumulator (2³² = one cycle): it wraps
+    /// by itself, exactly, with no `fract` per sample.
+    phase: u32,
+    /// Phase increment per sample (same unit).
+    inc: u32,
+    /// Modulator phase (bell), same unit.
+    mod_phase: u32,
     /// Envelope level and its per-sample step.
     env: f32,
     step: f32,
@@ -185,9 +152,9 @@ impl Voice {
         slot: 0,
         key: 0,
         gain: 0.0,
-        phase: 0.0,
-        inc: 0.0,
-        mod_phase: 0.0,
+        phase: 0,
+        inc: 0,
+        mod_phase: 0,
         env: 0.0,
         step: 0.0,
         remaining: 0,
@@ -209,11 +176,17 @@ pub struct MonitorSynth {
     level_target: f32,
     level_step: f32,
     level_remaining: u32,
-    sine: SineTable,
 }
 
 fn ms_to_samples(ms: f32, sr: f32) -> u32 {
     ((ms * 0.001 * sr).round() as u32).max(1)
+}
+
+/// Phase increment per sample of a 32-bit accumulator for `hz` at `sr`
+/// (capped below Nyquist).
+fn phase_inc(hz: f32, sr: f32) -> u32 {
+    let cycles = (hz as f64 / sr as f64).clamp(0.0, 0.49);
+    (cycles * 4_294_967_296.0) as u32
 }
 
 fn key_to_hz(key: u8) -> f32 {
@@ -221,17 +194,17 @@ fn key_to_hz(key: u8) -> f32 {
 }
 
 /// PolyBLEP residual for a discontinuity at phase 0 (`t` in cycles,
-/// `dt` = increment), which band-limits saw and square edges.
-fn poly_blep(t: f32, dt: f32) -> f32 {
-    if t < dt {
-        let x = t / dt;
-        x + x - x * x - 1.0
-    } else if t > 1.0 - dt {
-        let x = (t - 1.0) / dt;
-        x * x + x + x + 1.0
-    } else {
-        0.0
-    }
+/// `dt` = increment, `inv_dt` = 1/dt), which band-limits saw and square
+/// edges.
+#[inline(always)]
+fn poly_blep(t: f32, dt: f32, inv_dt: f32) -> f32 {
+    // Both branches computed, one selected: no jump in the hot loop.
+    let a = t * inv_dt;
+    let b = (t - 1.0) * inv_dt;
+    let after = a + a - a * a - 1.0;
+    let before = b * b + b + b + 1.0;
+    let r = if t > 1.0 - dt { before } else { 0.0 };
+    if t < dt { after } else { r }
 }
 
 impl MonitorSynth {
@@ -245,7 +218,6 @@ impl MonitorSynth {
             level_target: level,
             level_step: 0.0,
             level_remaining: 0,
-            sine: SineTable::new(),
         }
     }
 
@@ -258,7 +230,7 @@ impl MonitorSynth {
         }
         let ratio = self.sample_rate / sr;
         for v in &mut self.voices {
-            v.inc *= ratio;
+            v.inc = (v.inc as f64 * ratio as f64).round() as u32;
             v.step *= ratio;
             v.remaining = (v.remaining as f32 / ratio).round() as u32;
         }
@@ -300,6 +272,18 @@ impl MonitorSynth {
     pub fn render(&mut self, events: &[OutEvent], level: f32, left: &mut [f32], right: &mut [f32]) {
         self.set_level_target(level);
         let n = left.len().min(right.len());
+        if self.level_target == 0.0 && self.level_remaining == 0 {
+            // Muted (monitor off, or level 0) and the fade-out is over:
+            // nothing can be heard, so nothing is computed. Sounding voices
+            // are dropped, which cannot click at zero output level; notes
+            // that arrive while muted stay silent when the monitor returns.
+            if self.voices.iter().any(|v| v.stage != Stage::Idle) {
+                self.voices = [Voice::IDLE; MAX_VOICES];
+            }
+            left[..n].fill(0.0);
+            right[..n].fill(0.0);
+            return;
+        }
         let mut pos = 0usize;
         let mut ev = events.iter().peekable();
         while pos < n {
@@ -376,9 +360,9 @@ impl MonitorSynth {
             slot,
             key,
             gain: VOICE_GAIN * velocity as f32 / 127.0,
-            phase: 0.0,
-            inc: key_to_hz(key) / sr,
-            mod_phase: 0.0,
+            phase: 0,
+            inc: phase_inc(key_to_hz(key), sr),
+            mod_phase: 0,
             env: 0.0,
             step: 0.0,
             remaining: ms_to_samples(t.attack_ms, sr),
@@ -421,76 +405,203 @@ impl MonitorSynth {
         v.step = -v.env / v.remaining as f32;
     }
 
+    /// Renders every voice into `left`/`right` (overwritten), then applies
+    /// the output level.
+    ///
+    /// Each voice is rendered in runs during which its envelope is one
+    /// linear segment (`env + k·step`): the stage logic runs once per run,
+    /// not per sample, and the inner loops (one per waveform) have no
+    /// branch but the PolyBLEP edges. Idle voices cost nothing.
     fn render_span(&mut self, left: &mut [f32], right: &mut [f32]) {
         left.fill(0.0);
         right.fill(0.0);
-        let sr = self.sample_rate;
+        let n = left.len();
         for i in 0..MAX_VOICES {
-            if self.voices[i].stage == Stage::Idle {
-                continue;
-            }
-            let wave = timbre_for_slot(self.voices[i].slot).wave;
-            for s in 0..left.len() {
+            let mut s = 0usize;
+            while s < n && self.voices[i].stage != Stage::Idle {
                 let v = &mut self.voices[i];
-                if v.stage == Stage::Idle {
-                    break;
-                }
-                let x = oscillate(v, wave, &self.sine) * v.env * v.gain;
-                left[s] += x * v.pan_l;
-                right[s] += x * v.pan_r;
-                // Advance the envelope.
-                v.env += v.step;
-                v.remaining = v.remaining.saturating_sub(1);
+                let run = (v.remaining as usize).min(n - s);
+                let wave = timbre_for_slot(v.slot).wave;
+                render_run(v, wave, &mut left[s..s + run], &mut right[s..s + run]);
+                s += run;
+                v.remaining -= run as u32;
                 if v.remaining == 0 {
-                    let t = timbre_for_slot(v.slot);
-                    match v.stage {
-                        Stage::Attack => {
-                            v.env = 1.0;
-                            v.stage = Stage::Decay;
-                            v.remaining = ms_to_samples(t.decay_ms, sr);
-                            v.step = (t.sustain - 1.0) / v.remaining as f32;
-                        }
-                        Stage::Decay => {
-                            v.env = t.sustain;
-                            v.step = 0.0;
-                            if t.sustain <= 0.0 {
-                                v.stage = Stage::Idle;
-                            } else {
-                                v.stage = Stage::Sustain;
-                                v.remaining = u32::MAX;
-                            }
-                        }
-                        Stage::Sustain => v.remaining = u32::MAX,
-                        Stage::Release => {
-                            v.env = 0.0;
-                            v.stage = Stage::Idle;
-                        }
-                        Stage::Steal => {
-                            v.env = 0.0;
-                            v.stage = Stage::Idle;
-                            if let Some((slot, key, vel)) = v.pending.take() {
-                                self.start(i, slot, key, vel);
-                            }
-                        }
-                        Stage::Idle => {}
-                    }
+                    self.next_stage(i);
                 }
             }
         }
-        // Output level, ramped per sample.
-        for s in 0..left.len() {
-            if self.level_remaining > 0 {
+        // Output level: a ramp while it changes, then a constant gain.
+        let mut s = 0usize;
+        if self.level_remaining > 0 {
+            let ramp = (self.level_remaining as usize).min(n);
+            for (l, r) in left[..ramp].iter_mut().zip(&mut right[..ramp]) {
                 self.level += self.level_step;
-                self.level_remaining -= 1;
-                if self.level_remaining == 0 {
-                    self.level = self.level_target;
+                *l *= self.level;
+                *r *= self.level;
+            }
+            self.level_remaining -= ramp as u32;
+            if self.level_remaining == 0 {
+                self.level = self.level_target;
+            }
+            s = ramp;
+        }
+        let g = self.level;
+        for (l, r) in left[s..].iter_mut().zip(&mut right[s..]) {
+            *l *= g;
+            *r *= g;
+        }
+    }
+
+    /// Moves voice `i` to its next envelope stage at the end of a segment.
+    fn next_stage(&mut self, i: usize) {
+        let sr = self.sample_rate;
+        let v = &mut self.voices[i];
+        let t = timbre_for_slot(v.slot);
+        match v.stage {
+            Stage::Attack => {
+                v.env = 1.0;
+                v.stage = Stage::Decay;
+                v.remaining = ms_to_samples(t.decay_ms, sr);
+                v.step = (t.sustain - 1.0) / v.remaining as f32;
+            }
+            Stage::Decay => {
+                v.env = t.sustain;
+                v.step = 0.0;
+                if t.sustain <= 0.0 {
+                    v.stage = Stage::Idle;
+                } else {
+                    v.stage = Stage::Sustain;
+                    v.remaining = u32::MAX;
                 }
             }
-            left[s] *= self.level;
-            right[s] *= self.level;
+            Stage::Sustain => v.remaining = u32::MAX,
+            Stage::Release => {
+                v.env = 0.0;
+                v.stage = Stage::Idle;
+            }
+            Stage::Steal => {
+                v.env = 0.0;
+                v.stage = Stage::Idle;
+                if let Some((slot, key, vel)) = v.pending.take() {
+                    self.start(i, slot, key, vel);
+                }
+            }
+            Stage::Idle => {}
         }
     }
 }
+
+/// Renders one envelope segment of a voice (`left.len()` samples, all in
+/// the same stage) and adds it into the buffers; advances the voice's
+/// phases and envelope. One loop per waveform, so the choice is made once;
+/// each loop computes sample `k` from `k` alone (phase `p0 + k·inc`,
+/// envelope `e0 + k·step`) with branch-free arithmetic, so the compiler
+/// can vectorise it.
+///
+/// Compiled twice: for the baseline CPU and with AVX2 + FMA, chosen at run
+/// time (`multiversion`: one cached CPU check, no allocation); the AVX2 clone
+/// does eight samples per instruction instead of four.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn render_run(v: &mut Voice, wave: Wave, left: &mut [f32], right: &mut [f32]) {
+    let (gl, gr) = (v.gain * v.pan_l, v.gain * v.pan_r);
+    let (p0, inc, e0, step) = (v.phase, v.inc, v.env, v.step);
+    let dt = inc as f32 * SCALE;
+    let inv_dt = if dt > 0.0 { 1.0 / dt } else { 0.0 };
+    let len = left.len();
+    match wave {
+        Wave::Sine => run(left, right, p0, inc, e0, step, gl, gr, |p, _| sine(p)),
+        Wave::Triangle => run(left, right, p0, inc, e0, step, gl, gr, |p, _| {
+            1.0 - 4.0 * signed_cycles(p).abs()
+        }),
+        Wave::Saw => run(left, right, p0, inc, e0, step, gl, gr, |p, _| {
+            // Edge at half a cycle: 2u runs from -1 up to 1.
+            let u = signed_cycles(p);
+            2.0 * u - poly_blep(u + 0.5, dt, inv_dt)
+        }),
+        Wave::Square => run(left, right, p0, inc, e0, step, gl, gr, |p, _| {
+            let u = signed_cycles(p);
+            let sq = if u < 0.0 { -1.0 } else { 1.0 };
+            // Edges at 0 (rising) and half a cycle (falling).
+            let t_rise = if u < 0.0 { u + 1.0 } else { u };
+            sq + poly_blep(t_rise, dt, inv_dt) - poly_blep(u + 0.5, dt, inv_dt)
+        }),
+        Wave::Bell => {
+            // Modulator at twice the carrier; index 1.5 rad scaled by the
+            // envelope, in phase units.
+            const INDEX: f32 = 1.5 / TAU * 4_294_967_296.0;
+            let m0 = v.mod_phase;
+            let minc = inc.wrapping_mul(2);
+            let mut k = 0u32;
+            run(left, right, p0, inc, e0, step, gl, gr, |p, env| {
+                let mp = m0.wrapping_add(minc.wrapping_mul(k));
+                k += 1;
+                let m = sine(mp) * INDEX * env;
+                sine(p.wrapping_add(m as i32 as u32))
+            });
+            v.mod_phase = m0.wrapping_add(minc.wrapping_mul(len as u32));
+        }
+    }
+    v.phase = p0.wrapping_add(inc.wrapping_mul(len as u32));
+    v.env = e0 + step * len as f32;
+}
+
+/// The loop every waveform shares: `osc(phase, envelope)` for each sample,
+/// times the envelope, added into both channels with the pan gains.
+#[inline(always)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the hot loop's state, kept in registers"
+)]
+fn run(
+    left: &mut [f32],
+    right: &mut [f32],
+    p0: u32,
+    inc: u32,
+    e0: f32,
+    step: f32,
+    gl: f32,
+    gr: f32,
+    mut osc: impl FnMut(u32, f32) -> f32,
+) {
+    // Blocks are far shorter than 2³¹ samples: `k` fits an i32, whose
+    // conversion to float is one instruction per lane.
+    for (k, (l, r)) in (0i32..).zip(left.iter_mut().zip(right.iter_mut())) {
+        let p = p0.wrapping_add(inc.wrapping_mul(k as u32));
+        let env = e0 + step * k as f32;
+        let x = osc(p, env) * env;
+        *l += x * gl;
+        *r += x * gr;
+    }
+}
+
+/// A phase accumulator value as a signed fraction of a cycle, -0.5..0.5.
+#[inline(always)]
+fn signed_cycles(p: u32) -> f32 {
+    p as i32 as f32 * SCALE
+}
+
+/// `sin(2π·p/2³²)`: folded onto a quarter cycle and an odd polynomial of
+/// degree 9 (Taylor series of `sin(πz/2)`, |error| < 7e-6 — about the
+/// accuracy of a 1024-entry interpolated table, with no memory access and no
+/// branch).
+#[inline(always)]
+fn sine(p: u32) -> f32 {
+    // z in -2..2 stands for -π..π in units of π/2.
+    let z = 4.0 * signed_cycles(p);
+    let a = z.abs();
+    // Fold |z| > 1 onto 2 - |z| (sin(π - x) = sin x), keeping the sign.
+    let z = if a > 1.0 { (2.0 - a).copysign(z) } else { z };
+    let z2 = z * z;
+    const C1: f32 = 1.570_796_3;
+    const C3: f32 = -0.645_964_1;
+    const C5: f32 = 0.079_692_63;
+    const C7: f32 = -0.004_681_754;
+    const C9: f32 = 0.000_160_441_2;
+    z * (C1 + z2 * (C3 + z2 * (C5 + z2 * (C7 + z2 * C9))))
+}
+
+/// 2⁻³²: phase accumulator units to cycles.
+const SCALE: f32 = 1.0 / 4_294_967_296.0;
 
 fn sanitize_rate(sr: f32) -> f32 {
     if sr.is_finite() && sr >= 1000.0 {
@@ -498,30 +609,6 @@ fn sanitize_rate(sr: f32) -> f32 {
     } else {
         48_000.0
     }
-}
-
-/// One sample of the voice's oscillator; advances its phase.
-fn oscillate(v: &mut Voice, wave: Wave, sine: &SineTable) -> f32 {
-    let t = v.phase;
-    let dt = v.inc.min(0.5);
-    let x = match wave {
-        Wave::Sine => sine.at(t),
-        Wave::Triangle => 1.0 - 4.0 * (t - 0.5).abs(),
-        Wave::Saw => (2.0 * t - 1.0) - poly_blep(t, dt),
-        Wave::Square => {
-            let sq = if t < 0.5 { 1.0 } else { -1.0 };
-            let t2 = (t + 0.5).fract();
-            sq + poly_blep(t, dt) - poly_blep(t2, dt)
-        }
-        Wave::Bell => {
-            // Modulation index 1.5 rad, scaled by the envelope, in cycles.
-            let m = sine.at(v.mod_phase) * (1.5 / TAU) * v.env;
-            v.mod_phase = (v.mod_phase + 2.0 * v.inc).fract();
-            sine.at(t + m)
-        }
-    };
-    v.phase = (t + v.inc).fract();
-    x
 }
 
 #[cfg(test)]
@@ -551,12 +638,17 @@ mod tests {
     }
 
     #[test]
-    fn the_sine_table_matches_sin() {
-        let t = SineTable::new();
-        for i in 0..10_000 {
-            let p = i as f32 / 3137.0 - 1.0;
-            assert!((t.at(p) - (TAU * p).sin()).abs() < 1e-4, "{p}");
+    fn the_polynomial_sine_matches_sin_over_the_whole_cycle() {
+        let mut worst = 0.0f64;
+        for i in 0..100_003u64 {
+            let p = (i * 42_949) as u32; // walks the cycle, both halves
+            let want = (std::f64::consts::TAU * p as f64 / 4_294_967_296.0).sin();
+            worst = worst.max((sine(p) as f64 - want).abs());
         }
+        assert!(worst < 1e-5, "worst error {worst}");
+        assert_eq!(sine(0), 0.0);
+        assert!((sine(1 << 30) - 1.0).abs() < 1e-5);
+        assert!((sine(3 << 30) + 1.0).abs() < 1e-5);
     }
 
     #[test]
