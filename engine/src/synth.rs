@@ -592,7 +592,7 @@ fn sine(p: u32) -> f32 {
     // Fold |z| > 1 onto 2 - |z| (sin(π - x) = sin x), keeping the sign.
     let z = if a > 1.0 { (2.0 - a).copysign(z) } else { z };
     let z2 = z * z;
-    const C1: f32 = 1.570_796_3;
+    const C1: f32 = std::f32::consts::FRAC_PI_2;
     const C3: f32 = -0.645_964_1;
     const C5: f32 = 0.079_692_63;
     const C7: f32 = -0.004_681_754;
