@@ -150,8 +150,8 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let mut config = NetworkConfig::new(clock, args.name.clone(), seed);
     config.listen = args.listen;
     let (to_adapter, adapter_port) = net_link();
-    let info = runtime
-        .block_on(network::start(config, adapter_port))
+    let (info, network_task) = runtime
+        .block_on(network::start_task(config, adapter_port))
         .with_context(|| format!("listening on {}", args.listen))?;
     eprintln!(
         "jam peer {}: listening on control {} / data {}",
@@ -166,7 +166,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         stop.clone(),
     ));
     let handle = worker
-        .spawn_on(runtime, worker_link)
+        .spawn_on_then(runtime, worker_link, Some(network_task))
         .context("starting the engine worker")?;
     let control = handle.control();
     for addr in invites {

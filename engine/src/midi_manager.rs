@@ -186,7 +186,7 @@ impl MidiManager {
 
 /// Largest gap between a block's clock reading and the start time the
 /// sample count predicts before [`BlockTimer`] re-anchors on the clock.
-pub const REANCHOR_AFTER: Micros = Micros(2_000);
+pub const REANCHOR_AFTER: Micros = Micros(20_000);
 
 /// Start times of host blocks from the sample count, anchored on the clock.
 ///
@@ -195,8 +195,10 @@ pub const REANCHOR_AFTER: Micros = Micros(2_000);
 /// This timer gives each block the time the sample count predicts since the
 /// last anchor, so events inside blocks keep their exact spacing, and
 /// re-anchors on the clock reading when the two drift apart by more than
-/// [`REANCHOR_AFTER`] or one block period (a stall, a sample-rate change, a
-/// device clock running off the system clock) or after [`BlockTimer::reset`].
+/// [`REANCHOR_AFTER`] or one block period (a long stall, offline rendering
+/// faster than real time, a sample-rate change, a device clock that has
+/// drifted that far from the system clock) or after [`BlockTimer::reset`].
+/// Ordinary callback jitter (a few milliseconds) never re-anchors.
 /// Realtime-safe: yes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BlockTimer {

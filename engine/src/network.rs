@@ -130,8 +130,10 @@ impl EngineWorker {
             .build()
             .map_err(NetworkError::Runtime)?;
         let (link, port) = net_link();
-        let info = rt.block_on(start(config, port))?;
-        let handle = self.spawn_on(rt, link).map_err(NetworkError::Runtime)?;
+        let (info, task) = rt.block_on(start_task(config, port))?;
+        let handle = self
+            .spawn_on_then(rt, link, Some(task))
+            .map_err(NetworkError::Runtime)?;
         Ok((handle, info))
     }
 }
@@ -140,6 +142,14 @@ impl EngineWorker {
 /// serving `port`. The tasks end when the worker's end of the seam closes
 /// (after saying `BY` to every peer).
 pub async fn start(config: NetworkConfig, port: NetPort) -> Result<NetworkInfo, NetworkError> {
+    Ok(start_task(config, port).await?.0)
+}
+
+/// [`start`], also returning the adapter task (it ends after `BY`).
+pub async fn start_task(
+    config: NetworkConfig,
+    port: NetPort,
+) -> Result<(NetworkInfo, tokio::task::JoinHandle<()>), NetworkError> {
     let driver_config = DriverConfig {
         ip: config.listen.ip(),
         control_port: config.listen.port(),
@@ -170,8 +180,8 @@ pub async fn start(config: NetworkConfig, port: NetPort) -> Result<NetworkInfo, 
         lan: None,
         lan_peers: BTreeMap::new(),
     };
-    tokio::spawn(adapter.run(driver, events, port));
-    Ok(info)
+    let task = tokio::spawn(adapter.run(driver, events, port));
+    Ok((info, task))
 }
 
 /// A remote participant as the adapter knows it.
@@ -238,6 +248,7 @@ impl Adapter {
             }
         }
         // The worker is gone: end every session cleanly.
+        tracing::info!("network side closing");
         let _ = driver.call(|p, now| p.close(now)).await;
         let _ = driver.shutdown().await;
         if let Some(d) = self.lan.take() {

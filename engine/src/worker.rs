@@ -33,6 +33,10 @@ use tokio::sync::mpsc;
 /// added send delay.
 pub const WORKER_TICK: Duration = Duration::from_millis(1);
 
+/// How long a stopping worker waits for the network side to end its
+/// sessions (`BY` to every peer) before its runtime goes away.
+pub const NET_CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// What the user interface (or the CLI) asks of the worker.
 #[derive(Debug, Clone, PartialEq)]
 enum Control {
@@ -157,6 +161,7 @@ impl WorkerHandle {
     }
 
     fn stop_inner(&mut self) {
+        tracing::debug!("stopping the engine worker");
         self.control.send(Control::Shutdown);
         if let Some(t) = self.thread.take() {
             // A panicked worker has nothing left to clean up.
@@ -214,10 +219,29 @@ impl EngineWorker {
         rt: tokio::runtime::Runtime,
         net: NetLink,
     ) -> std::io::Result<WorkerHandle> {
+        self.spawn_on_then(rt, net, None)
+    }
+
+    /// [`EngineWorker::spawn_on`]; when the worker stops (its end of the
+    /// seam closes), waits up to [`NET_CLOSE_TIMEOUT`] for `network` (the
+    /// transport's task) to say goodbye before the runtime goes away.
+    pub fn spawn_on_then(
+        self,
+        rt: tokio::runtime::Runtime,
+        net: NetLink,
+        network: Option<tokio::task::JoinHandle<()>>,
+    ) -> std::io::Result<WorkerHandle> {
         let control = self.control();
         let thread = std::thread::Builder::new()
             .name("jam-engine-worker".into())
-            .spawn(move || rt.block_on(self.run(net)))?;
+            .spawn(move || {
+                rt.block_on(async move {
+                    self.run(net).await;
+                    if let Some(task) = network {
+                        let _ = tokio::time::timeout(NET_CLOSE_TIMEOUT, task).await;
+                    }
+                })
+            })?;
         Ok(WorkerHandle {
             control,
             thread: Some(thread),

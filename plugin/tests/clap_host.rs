@@ -12,9 +12,10 @@
 //!   remote events injected as `NetEvent::Midi` come out of the plugin's note
 //!   output on the participant's channel, exactly N beats later to the sample.
 //!
-//! Waiting for the transport: the same two paths over a real `jam peer` on
-//! loopback (packets instead of the seam's channels), and two plugin
-//! instances in two host processes. See `transport_pending` below.
+//! The same paths over the real transport (packets to and from `jam peer`
+//! processes, two plugin hosts in two processes, state restored in another
+//! host) are in `tests/tests/plugin_network.rs`, with the `jam-clap-host`
+//! binary.
 #![allow(unsafe_code, reason = "loading a CLAP entry is unsafe by nature")]
 
 use clack_host::events::event_types::{
@@ -370,23 +371,6 @@ fn notes_cross_the_transport_seam_sample_accurately() {
     assert_eq!(sent[0].msg, ShortMessage::note_on(0, 72, 102));
     assert_eq!(sent[0].beat, Beats::from_f64(beat_of(10 * 256 + 100)));
     drop(p);
-}
-
-/// What waits for the transport participant, and what it needs:
-/// `set_net_factory` wired to the transport driver (the adapter from driver
-/// events to `NetEvent`), and `jam peer`.
-#[test]
-#[ignore = "needs the transport participant behind set_net_factory and `jam peer`"]
-fn transport_pending() {
-    // 1. Host the bundle (not the in-process entry), join a `jam peer`
-    //    started with `workspace_bin("jam-cli", "jam")` on 127.0.0.1, play
-    //    notes in, and check the peer receives them as packets.
-    // 2. Let the `jam peer` play notes; check note events out of the bundle
-    //    at the sample offsets `notes_cross_the_transport_seam_...` checks
-    //    through the seam.
-    // 3. Two host processes, each with one instance joined to the other on
-    //    loopback: notes into one come out of the other.
-    panic!("enable once the transport lands");
 }
 
 /// Runs free-audio's clap-validator on the bundle when `JAM_CLAP_VALIDATOR`
