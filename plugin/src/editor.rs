@@ -74,6 +74,8 @@ impl SessionPanel {
         match address.parse::<SessionAddress>() {
             Ok(a) => {
                 write_field(&self.params.session, address.trim());
+                *self.link.joined.lock().unwrap_or_else(|e| e.into_inner()) =
+                    address.trim().to_string();
                 write_field(&self.params.display_name, self.name.trim());
                 control.join(a, &display_name(&self.params), key_file(&self.params));
                 self.error = None;

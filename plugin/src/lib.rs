@@ -159,6 +159,9 @@ pub struct EditorLink {
     pub listen: Mutex<Option<SocketAddr>>,
     /// Why the network side does not listen where it was asked to.
     pub listen_problem: Mutex<Option<String>>,
+    /// The session address last joined (from the saved state or the
+    /// editor), so that a re-activation does not join it again.
+    pub joined: Mutex<String>,
 }
 
 impl EditorLink {
@@ -234,7 +237,7 @@ impl JamPlugin {
         let make = || Engine::new(config.clone());
         if let Some((rt, handle)) = start_worker(make, &ctx, &self.params, &self.link) {
             let control = handle.control();
-            join_saved_session(&self.params, &control);
+            join_saved_session(&self.params, &control, &self.link);
             *lock(&self.link.control) = Some(control);
             self.worker = Some(handle);
             self.rt = Some(rt);
@@ -242,12 +245,20 @@ impl JamPlugin {
     }
 }
 
-/// Joins the session saved in the project, if there is one.
-fn join_saved_session(params: &JamParams, control: &EngineControl) {
+/// Joins the session saved in the project, if there is one and it is not
+/// the one last joined from the saved state (`joined`, updated). Hosts
+/// restore a project's state before or after the first activation, and
+/// nice-plug activates again after restoring state, so this runs at every
+/// activation and acts only when the saved address changed (`link.joined`,
+/// which the editor's Join updates too).
+fn join_saved_session(params: &JamParams, control: &EngineControl, link: &EditorLink) {
     let address = read_field(&params.session);
-    if address.trim().is_empty() {
+    let address = address.trim();
+    let mut joined = lock(&link.joined);
+    if address.is_empty() || address == joined.as_str() {
         return;
     }
+    *joined = address.to_string();
     match address.parse::<SessionAddress>() {
         Ok(a) => control.join(a, &display_name(params), key_file(params)),
         Err(e) => nice_warn!("saved session address: {e}"),
@@ -324,7 +335,13 @@ impl Plugin for JamPlugin {
             self.output = EventBuffer::with_capacity(MAX_EVENTS_PER_BLOCK);
         }
         match &mut self.rt {
-            Some(rt) => rt.reset(),
+            Some(rt) => {
+                rt.reset();
+                // A restored state may name another session.
+                if let Some(control) = self.link.control() {
+                    join_saved_session(&self.params, &control, &self.link);
+                }
+            }
             None => self.start_engine(buffer_config.sample_rate),
         }
         self.timer.reset();
