@@ -5,6 +5,11 @@
 //! and at its time (onsets 250 ms apart as played, the first one second
 //! after the session came up, where the MIDI file starts).
 //!
+//! JUCE hosts do not expose a plugin's note output, so `jam-vst3-host` (a
+//! host on the `vst3` crate) reads the plugin's event output bus: the notes
+//! the peer plays come out on the participant's channel, in order, spaced
+//! as played (within arrival jitter, live mode).
+//!
 //! pedalboard probes every parameter of a plugin when loading it, including
 //! the 2080 hidden MIDI CC parameters a VST3 instrument exposes to receive
 //! CCs; `tests/python/pedalboard_render.py` has it skip those (they made the
@@ -20,27 +25,8 @@ fn pedalboard_renders_notes_from_a_jam_peer_at_their_pitch_and_time() {
         return;
     };
     let (_, vst3) = jam_tests::plugin_bundles("jam-plugin", "jam-togthr");
-    let jam = jam_tests::workspace_bin("jam-cli", "jam");
     let dir = tempfile::tempdir().unwrap();
-    let song = dir.path().join("scale.mid");
-    std::fs::write(&song, scale_smf()).unwrap();
-    let mut peer = Command::new(&jam)
-        .args(["peer", "--name", "bob", "--listen", "127.0.0.1:0"])
-        .args(["--duration", "120", "--play"])
-        .arg(&song)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(peer.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let control = line
-        .split("listening on control ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .to_string();
-    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    let (mut peer, control) = playing_peer(dir.path());
     let script = jam_tests::workspace_root().join("tests/python/pedalboard_render.py");
     let state = dir.path().join("restored.state");
     let out = Command::new(&python)
@@ -82,6 +68,79 @@ fn pedalboard_renders_notes_from_a_jam_peer_at_their_pitch_and_time() {
         "first onset at {} s, the file starts at 1 s",
         onsets[0]
     );
+}
+
+/// A `jam peer` that plays the scale once a session is up, and its control
+/// address.
+fn playing_peer(dir: &std::path::Path) -> (std::process::Child, String) {
+    let jam = jam_tests::workspace_bin("jam-cli", "jam");
+    let song = dir.join("scale.mid");
+    std::fs::write(&song, scale_smf()).unwrap();
+    let mut peer = Command::new(&jam)
+        .args(["peer", "--name", "bob", "--listen", "127.0.0.1:0"])
+        .args(["--duration", "120", "--play"])
+        .arg(&song)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(peer.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let control = line
+        .split("listening on control ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    (peer, control)
+}
+
+#[test]
+fn a_vst3_host_reads_jam_peer_notes_from_the_note_output_bus() {
+    let (_, vst3) = jam_tests::plugin_bundles("jam-plugin", "jam-togthr");
+    let host = jam_tests::workspace_bin("jam-tests", "jam-vst3-host");
+    let dir = tempfile::tempdir().unwrap();
+    let (mut peer, control) = playing_peer(dir.path());
+    let out = Command::new(&host)
+        .arg(&vst3)
+        .args(["--session", &control, "--seconds", "5"])
+        .output()
+        .unwrap();
+    let _ = peer.kill();
+    let _ = peer.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let notes: Vec<(u64, i64, i64, bool)> = report["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["sample"].as_u64().unwrap(),
+                n["channel"].as_i64().unwrap(),
+                n["key"].as_i64().unwrap(),
+                n["on"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let keys: Vec<(i64, i64, bool)> = notes.iter().map(|&(_, c, k, on)| (c, k, on)).collect();
+    let mut want = Vec::new();
+    for k in [60, 62, 64, 65, 67] {
+        want.push((0, k, true));
+        want.push((0, k, false));
+    }
+    assert_eq!(keys, want, "{report}");
+    // Played 125 ms on, 125 ms off: 6000 samples, within ±25 ms of jitter.
+    for w in notes.windows(2) {
+        let gap = w[1].0 as i64 - w[0].0 as i64;
+        assert!((4_800..=7_200).contains(&gap), "{notes:?}");
+    }
+    assert!(report["peak"].as_f64().unwrap() > 0.01);
 }
 
 /// A format-0 file, 120 BPM, 480 ticks per beat: a 1 s lead-in, then
