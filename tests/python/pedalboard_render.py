@@ -101,6 +101,7 @@ def main():
     plugin.raw_state = raw
     restored = plugin.raw_state
     blocks = []
+    stalls = []
     start = time.monotonic()
     n = int(seconds * RATE / BLOCK)
     for b in range(n):
@@ -108,6 +109,10 @@ def main():
         delay = due - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+        elif delay < -0.010:
+            # Rendered over 10 ms late: what arrives meanwhile lands later
+            # in the audio than in real time.
+            stalls.append(b * BLOCK)
         out = plugin.process(
             [], duration=BLOCK / RATE, sample_rate=RATE, num_channels=2, buffer_size=BLOCK, reset=False
         )
@@ -127,6 +132,7 @@ def main():
                 "peak": peak,
                 "samples": int(audio.shape[1]),
                 "notes": notes,
+                "stalls": stalls,
                 "fields": state["fields"],
             }
         ),

@@ -59,9 +59,23 @@ fn pedalboard_renders_notes_from_a_jam_peer_at_their_pitch_and_time() {
         .iter()
         .map(|n| n["onset"].as_f64().unwrap() / 48_000.0)
         .collect();
+    // Played 250 ms apart: heard 250 ms apart within arrival jitter
+    // (±25 ms), or ±100 ms where the Python render loop itself fell over
+    // 10 ms behind real time between the two notes.
+    let stalls: Vec<f64> = report["stalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_f64().unwrap() / 48_000.0)
+        .collect();
     for w in onsets.windows(2) {
         let gap = w[1] - w[0];
-        assert!((0.225..=0.275).contains(&gap), "onsets {onsets:?}");
+        let stalled = stalls.iter().any(|&s| s > w[0] - 0.3 && s <= w[1]);
+        let tolerance = if stalled { 0.1 } else { 0.025 };
+        assert!(
+            (gap - 0.25).abs() <= tolerance,
+            "onsets {onsets:?}, stalls {stalls:?}"
+        );
     }
     assert!(
         (0.9..=1.6).contains(&onsets[0]),
