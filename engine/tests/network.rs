@@ -104,6 +104,9 @@ fn two_engines_play_to_each_other_over_loopback() {
 
     // Figures: the round trip from clock sync shows up within a few seconds.
     wait_for("an RTT figure", || ctl_b.peers()[0].rtt.is_some());
+    wait_for("an RTT figure on the inviting side", || {
+        ctl_a.peers()[0].rtt.is_some()
+    });
     let rtt = ctl_b.peers()[0].rtt.unwrap();
     assert!(rtt < Duration::from_millis(500), "{rtt:?} on loopback");
     assert_eq!(ctl_b.peers()[0].events, 1);

@@ -111,6 +111,9 @@ impl NiceEguiApp for SessionPanel {
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut Frame) {
+        // The figures change without any input: redraw a few times a second.
+        ui.ctx()
+            .request_repaint_after(std::time::Duration::from_millis(250));
         let control = self.link.control();
         if let (Some(c), false) = (&control, self.browsing) {
             c.browse_lan(true);

@@ -21,7 +21,9 @@
 //! ADDR] [--listen ADDR] [--latency live|interval] [--interval BEATS]
 //! [--play KEY,KEY,...] [--play-at S] [--state-in FILE] [--state-out FILE]`.
 //! `--play` plays one note every 500 ms from `--play-at` seconds (default
-//! 2), each 250 ms long, velocity 100, channel 1.
+//! 2), each 250 ms long, velocity 100, channel 1. `--gui` (Linux, X11)
+//! opens the plugin's editor embedded in a window of the host's own for the
+//! whole run, so it can be looked at or captured (`$DISPLAY` must be set).
 #![allow(unsafe_code, reason = "loading a CLAP entry is unsafe by nature")]
 
 use anyhow::{Context, Result, bail};
@@ -52,6 +54,30 @@ impl HostHandlers for Host {
     type Shared<'a> = Shared;
     type MainThread<'a> = ();
     type AudioProcessor<'a> = ();
+
+    fn declare_extensions(builder: &mut HostExtensions<Self>, _shared: &Self::Shared<'_>) {
+        // nice-plug's editor needs the host's side of the GUI extension.
+        builder.register::<clack_extensions::gui::HostGui>();
+    }
+}
+
+/// Our window has a fixed size and is always shown: requests are refused
+/// or have nothing to do.
+impl clack_extensions::gui::HostGuiImpl for Shared {
+    fn resize_hints_changed(&self) {}
+    fn request_resize(
+        &self,
+        _new_size: clack_extensions::gui::GuiSize,
+    ) -> Result<(), clack_host::prelude::HostError> {
+        Err(clack_host::prelude::HostError::Message("fixed-size window"))
+    }
+    fn request_show(&self) -> Result<(), clack_host::prelude::HostError> {
+        Ok(())
+    }
+    fn request_hide(&self) -> Result<(), clack_host::prelude::HostError> {
+        Ok(())
+    }
+    fn closed(&self, _was_destroyed: bool) {}
 }
 
 #[derive(Debug, Default)]
@@ -67,6 +93,7 @@ struct Args {
     play_at: f64,
     state_in: Option<String>,
     state_out: Option<String>,
+    gui: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -94,6 +121,7 @@ fn parse_args() -> Result<Args> {
             "--play-at" => a.play_at = value()?.parse()?,
             "--state-in" => a.state_in = Some(value()?),
             "--state-out" => a.state_out = Some(value()?),
+            "--gui" => a.gui = true,
             s if s.starts_with("--") => bail!("unknown option {s}"),
             s => a.bundle = s.to_string(),
         }
@@ -149,6 +177,69 @@ fn encode_state(state: &Value) -> Result<Vec<u8>> {
     let mut out = (json.len() as u64).to_le_bytes().to_vec();
     out.extend(json);
     Ok(out)
+}
+
+/// A top-level X11 window of the editor's size, and the editor in it.
+#[cfg(target_os = "linux")]
+fn open_editor(
+    instance: &mut PluginInstance<Host>,
+) -> Result<(
+    clack_extensions::gui::PluginGui,
+    x11rb::rust_connection::RustConnection,
+)> {
+    use clack_extensions::gui::{GuiApiType, GuiConfiguration, PluginGui, Window};
+    use x11rb::connection::Connection;
+    use x11rb::protocol::xproto::{ConnectionExt, CreateWindowAux, WindowClass};
+    let gui: PluginGui = instance
+        .plugin_handle()
+        .get_extension()
+        .context("the plugin has no gui extension")?;
+    let config = GuiConfiguration {
+        api_type: GuiApiType::X11,
+        is_floating: false,
+    };
+    if !gui.is_api_supported(&instance.plugin_handle(), config) {
+        bail!("the plugin cannot embed its editor in an X11 window");
+    }
+    gui.create(&instance.plugin_handle(), config)
+        .map_err(|e| anyhow::anyhow!("creating the editor: {e:?}"))?;
+    let size = gui
+        .get_size(&instance.plugin_handle())
+        .context("the editor has no size")?;
+    let (conn, screen) = x11rb::connect(None).context("connecting to the X server")?;
+    let root = conn.setup().roots[screen].root;
+    let win = conn.generate_id()?;
+    conn.create_window(
+        x11rb::COPY_DEPTH_FROM_PARENT,
+        win,
+        root,
+        0,
+        0,
+        size.width as u16,
+        size.height as u16,
+        0,
+        WindowClass::INPUT_OUTPUT,
+        0,
+        &CreateWindowAux::new(),
+    )?;
+    conn.map_window(win)?;
+    conn.flush()?;
+    // SAFETY: the window lives as long as the connection, which the caller
+    // keeps until after the editor is destroyed.
+    unsafe { gui.set_parent(&instance.plugin_handle(), Window::from_x11_handle(win as _)) }
+        .map_err(|e| anyhow::anyhow!("embedding the editor: {e:?}"))?;
+    gui.show(&instance.plugin_handle())
+        .map_err(|e| anyhow::anyhow!("showing the editor: {e:?}"))?;
+    eprintln!(
+        "jam-clap-host: editor open ({}x{})",
+        size.width, size.height
+    );
+    Ok((gui, conn))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_editor(_: &mut PluginInstance<Host>) -> Result<((), ())> {
+    bail!("--gui is only supported on Linux (X11)")
 }
 
 fn main() -> ExitCode {
@@ -235,6 +326,13 @@ fn run() -> Result<()> {
     let mut processor = stopped
         .start_processing()
         .map_err(|e| anyhow::anyhow!("starting processing: {e:?}"))?;
+
+    // The editor, embedded in a window of ours.
+    let gui = if args.gui {
+        Some(open_editor(&mut instance)?)
+    } else {
+        None
+    };
 
     // Parameters for the first block.
     let mut params: Vec<(&str, f64)> = Vec::new();
@@ -353,6 +451,9 @@ fn run() -> Result<()> {
     }
     let stopped = processor.stop_processing();
     instance.deactivate(stopped);
+    if let Some((gui, _window)) = gui {
+        gui.destroy(&instance.plugin_handle());
+    }
 
     let mut saved = Vec::new();
     state_ext
