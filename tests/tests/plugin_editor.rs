@@ -64,7 +64,7 @@ fn the_editor_opens_in_a_host_window_and_draws() {
         .unwrap()
         .to_string();
     std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-    let mut gui = Command::new(&host)
+    let gui = Command::new(&host)
         .arg(&clap)
         .args([
             "--seconds",
