@@ -10,6 +10,9 @@
 //!   Every multi-peer test in the workspace runs on it.
 //! - [`clock`]: the AppleMIDI 100 µs session clock and the mapping of a
 //!   remote peer's clock onto the local one.
+//! - [`reliable`]: an ordered, acknowledged message channel over datagrams
+//!   (fragmentation, selective acks, retransmission with backoff, restart
+//!   detection) that carries the session document's sync messages.
 //!
 //! Sans-IO means every state machine here takes bytes and `now` as input and
 //! returns bytes, deadlines and events; nothing here reads the system clock,
@@ -17,3 +20,4 @@
 
 pub mod clock;
 pub mod netem;
+pub mod reliable;
