@@ -9,7 +9,7 @@ use crate::model::{
 use crate::schema::{self, SchemaError};
 use crate::snapshot::EnsembleSnapshot;
 use automerge::sync::{self, SyncDoc};
-use automerge::{ActorId, Automerge, ChangeHash};
+use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 use jam_core::{Beats, Meter, Micros, PeerId, SessionTime, Tempo, TempoChange, Timeline};
 use std::collections::BTreeMap;
 
@@ -47,6 +47,10 @@ struct PeerSync {
     last_sent: Option<Micros>,
     /// Resends since we last heard from the peer (the wait doubles each time).
     resends: u32,
+    /// Something changed that may give this peer a message to send (a local
+    /// change, a message from it, a reset); `poll_transmit` only asks
+    /// Automerge about dirty peers, because generating is not free.
+    dirty: bool,
 }
 
 impl PeerSync {
@@ -61,6 +65,7 @@ impl PeerSync {
             state,
             last_sent: None,
             resends: 0,
+            dirty: true,
         }
     }
 }
@@ -283,7 +288,14 @@ impl SessionDoc {
         let before = self.doc.get_heads();
         self.transact(f)?;
         self.refresh(&before);
+        self.mark_all_dirty();
         Ok(())
+    }
+
+    fn mark_all_dirty(&mut self) {
+        for p in self.peers.values_mut() {
+            p.dirty = true;
+        }
     }
 
     fn require_participant(&self, peer: PeerId) -> Result<(), EditError> {
@@ -465,12 +477,7 @@ impl SessionDoc {
         let before = self.doc.get_heads();
         let mut parsed = Vec::with_capacity(changes.len());
         for (index, c) in changes.iter().enumerate() {
-            let change = automerge::Change::from_bytes(c.to_vec()).map_err(|source| {
-                LoadError::BadChange {
-                    index,
-                    source: Box::new(source),
-                }
-            })?;
+            let change = parse_change(c).ok_or(LoadError::BadChange { index })?;
             parsed.push(change);
         }
         if let Err(source) = self.doc.apply_changes(parsed) {
@@ -485,6 +492,7 @@ impl SessionDoc {
             return Err(SchemaError::NewerMajor { found, supported }.into());
         }
         self.refresh(&before);
+        self.mark_all_dirty();
         Ok(())
     }
 
@@ -540,6 +548,10 @@ impl SessionDoc {
     /// The next sync message for `peer`, if there is anything to say.
     pub fn generate_sync_message(&mut self, now: Micros, peer: PeerId) -> Option<Vec<u8>> {
         let p = self.peers.entry(peer).or_insert_with(PeerSync::new);
+        if let Some(direct) = direct_changes(&self.doc, &mut p.state) {
+            p.last_sent = Some(now);
+            return Some(direct);
+        }
         let msg = self.doc.generate_sync_message(&mut p.state)?;
         p.last_sent = Some(now);
         Some(msg.encode())
@@ -548,10 +560,25 @@ impl SessionDoc {
     /// The next sync message for any peer, in peer order; `None` when no
     /// peer needs one. Drain it after every input.
     pub fn poll_transmit(&mut self, now: Micros) -> Option<(PeerId, Vec<u8>)> {
-        let peers: Vec<PeerId> = self.peers.keys().copied().collect();
-        peers
-            .into_iter()
-            .find_map(|peer| self.generate_sync_message(now, peer).map(|m| (peer, m)))
+        let dirty: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.dirty)
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in dirty {
+            match self.generate_sync_message(now, peer) {
+                // Stay dirty: the next poll asks again (and usually gets
+                // `None`, which clears the flag).
+                Some(m) => return Some((peer, m)),
+                None => {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.dirty = false;
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// Applies a sync message from `peer`. Returns true if the document
@@ -574,6 +601,9 @@ impl SessionDoc {
                 max: MAX_SYNC_MESSAGE_LEN,
             });
         }
+        if bytes.first() == Some(&DIRECT_CHANGES) {
+            return self.receive_direct(peer, bytes);
+        }
         let msg = sync::Message::decode(bytes).map_err(|source| SyncError::Decode {
             peer,
             len: bytes.len(),
@@ -582,7 +612,15 @@ impl SessionDoc {
         // Automerge skips a corrupt chunk inside a message silently (partial
         // load); check every chunk first so that corruption is an error.
         for (index, chunk) in msg.changes.iter().enumerate() {
-            if automerge::Change::from_bytes(chunk.to_vec()).is_err() {
+            if automerge::Change::from_bytes(chunk.to_vec()).is_ok() {
+                if parse_change(chunk).is_none() {
+                    return Err(SyncError::BadChunk {
+                        peer,
+                        index,
+                        source: None,
+                    });
+                }
+            } else {
                 // Not a change: a whole-document chunk (Automerge sends one
                 // when more than a third of the document is missing). Check
                 // it as Automerge will load it: checksum and structure.
@@ -593,11 +631,13 @@ impl SessionDoc {
                     return Err(SyncError::BadChunk {
                         peer,
                         index,
-                        source: Box::new(source),
+                        source: Some(Box::new(source)),
                     });
                 }
             }
         }
+        // What the sender believes we both have; compared below.
+        let their_last_sync = msg.have.first().map(|h| h.last_sync.clone());
         let before = self.doc.get_heads();
         let p = self.peers.entry(peer).or_insert_with(PeerSync::new);
         let saved_state = p.state.clone();
@@ -628,10 +668,61 @@ impl SessionDoc {
                     p.state.sent_hashes.remove(h);
                 }
             }
+            // The sender has what we have but does not know it (its last
+            // sync point is older): answer, so it learns our heads and stops
+            // waiting. Automerge alone stays silent here, which leaves the
+            // sender's view stale and its resend timer running forever.
+            let heads = self.doc.get_heads();
+            if p.state.their_heads.as_ref() == Some(&heads)
+                && their_last_sync.is_some_and(|l| l != heads)
+            {
+                p.state.last_sent_heads.clear();
+            }
         }
         let changed = self.doc.get_heads() != before;
         if changed {
             self.refresh(&before);
+            self.mark_all_dirty();
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.dirty = true;
+        }
+        Ok(changed)
+    }
+
+    fn receive_direct(&mut self, peer: PeerId, bytes: &[u8]) -> Result<bool, SyncError> {
+        let changes = decode_direct(bytes).ok_or(SyncError::Direct {
+            peer,
+            len: bytes.len(),
+        })?;
+        let mut parsed = Vec::with_capacity(changes.len());
+        for (index, c) in changes.into_iter().enumerate() {
+            let change = parse_change(c).ok_or(SyncError::BadChunk {
+                peer,
+                index,
+                source: None,
+            })?;
+            parsed.push(change);
+        }
+        let before = self.doc.get_heads();
+        if let Err(source) = self.doc.apply_changes(parsed) {
+            self.rollback(&before);
+            return Err(SyncError::Apply {
+                peer,
+                source: Box::new(source),
+            });
+        }
+        if let Err(e @ SchemaError::NewerMajor { .. }) = schema::version(&self.doc) {
+            self.rollback(&before);
+            return Err(SyncError::Schema { peer, source: e });
+        }
+        let p = self.peers.entry(peer).or_insert_with(PeerSync::new);
+        p.resends = 0;
+        p.dirty = true;
+        let changed = self.doc.get_heads() != before;
+        if changed {
+            self.refresh(&before);
+            self.mark_all_dirty();
         }
         Ok(changed)
     }
@@ -678,9 +769,99 @@ impl SessionDoc {
                 p.state.last_sent_heads.clear();
                 p.state.needs_reset = true;
                 p.resends = p.resends.saturating_add(1);
+                p.dirty = true;
             }
         }
     }
+}
+
+/// Parses one change and checks its checksum (Automerge's `Change` parser
+/// does not: the header's four checksum bytes must equal the start of the
+/// change's hash, which covers the uncompressed chunk).
+fn parse_change(bytes: &[u8]) -> Option<automerge::Change> {
+    let change = automerge::Change::from_bytes(bytes.to_vec()).ok()?;
+    (bytes.get(4..8)? == &change.hash().0[..4]).then_some(change)
+}
+
+/// First byte of a direct-changes message. Automerge sync messages start
+/// with 0x42 or 0x43, so the two never collide.
+const DIRECT_CHANGES: u8 = 0x01;
+/// Largest batch of changes pushed directly (bigger ones go through the
+/// sync protocol, whose bloom filters pay off there).
+const MAX_DIRECT_BYTES: usize = 4096;
+
+/// The fast path for the common case of a peer that is in sync and then
+/// misses only our newest local changes (a role change, a tempo change):
+/// instead of a full sync message (heads, a bloom filter of what we have,
+/// then the changes), push the raw changes in a tiny envelope
+///
+/// ```text
+/// 01 | count u16 | (len u32 | change bytes) × count
+/// ```
+///
+/// and record them in the sync state as sent, exactly as Automerge would
+/// have. The peer's next ordinary sync message (carrying its new heads)
+/// acknowledges them; if this message is lost, the resend timer falls back
+/// to the full protocol.
+fn direct_changes(doc: &Automerge, state: &mut sync::State) -> Option<Vec<u8>> {
+    let their_heads = state.their_heads.as_ref()?;
+    if state.in_flight || !state.have_responded || their_heads.is_empty() {
+        return None;
+    }
+    if state.last_sent_heads != *their_heads
+        || !their_heads
+            .iter()
+            .all(|h| doc.get_change_by_hash(h).is_some())
+    {
+        return None;
+    }
+    let ours = doc.get_heads();
+    if ours == *their_heads {
+        return None;
+    }
+    let changes = doc.get_changes(their_heads);
+    if changes.is_empty()
+        || changes.len() > usize::from(u16::MAX)
+        || changes
+            .iter()
+            .any(|c| state.sent_hashes.contains(&c.hash()))
+    {
+        return None;
+    }
+    let total: usize = changes.iter().map(|c| c.raw_bytes().len() + 4).sum();
+    if total > MAX_DIRECT_BYTES {
+        return None;
+    }
+    let mut out = Vec::with_capacity(3 + total);
+    out.push(DIRECT_CHANGES);
+    out.extend_from_slice(&(changes.len() as u16).to_be_bytes());
+    for c in &changes {
+        let b = c.raw_bytes();
+        out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        out.extend_from_slice(b);
+        state.sent_hashes.insert(c.hash());
+    }
+    state.last_sent_heads = ours;
+    state.in_flight = true;
+    Some(out)
+}
+
+/// Splits a direct-changes message; `None` if malformed.
+fn decode_direct(bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    let rest = bytes.strip_prefix(&[DIRECT_CHANGES])?;
+    let (count, mut rest) = rest.split_first_chunk::<2>()?;
+    let count = u16::from_be_bytes(*count);
+    let mut out = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let (len, r) = rest.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+        if r.len() < len {
+            return None;
+        }
+        out.push(&r[..len]);
+        rest = &r[len..];
+    }
+    rest.is_empty().then_some(out)
 }
 
 impl std::fmt::Debug for SessionDoc {

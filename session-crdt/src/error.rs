@@ -46,14 +46,12 @@ pub enum LoadError {
     /// The input is empty.
     #[error("empty input: not a session document")]
     Empty,
-    /// Change number `index` of a list of changes is corrupt.
+    /// Change number `index` of a list of changes is corrupt (does not
+    /// parse, or fails its checksum).
     #[error("change {index} is corrupt")]
     BadChange {
         /// Position in the list.
         index: usize,
-        /// What Automerge found wrong.
-        #[source]
-        source: Box<automerge::LoadChangeError>,
     },
     /// A valid document that is not a usable session.
     #[error(transparent)]
@@ -86,6 +84,14 @@ pub enum SyncError {
         #[source]
         source: Box<automerge::sync::ReadMessageError>,
     },
+    /// A direct-changes message whose framing is broken.
+    #[error("malformed direct-changes message from {peer} ({len} bytes)")]
+    Direct {
+        /// Sender.
+        peer: PeerId,
+        /// Its length.
+        len: usize,
+    },
     /// Chunk number `index` of the message's changes is corrupt.
     #[error("sync message from {peer} carries corrupt change chunk {index}")]
     BadChunk {
@@ -93,9 +99,10 @@ pub enum SyncError {
         peer: PeerId,
         /// Position in the message.
         index: usize,
-        /// What Automerge found wrong.
+        /// What Automerge found wrong, when it says (a failed checksum
+        /// has no further detail).
         #[source]
-        source: Box<automerge::AutomergeError>,
+        source: Option<Box<automerge::AutomergeError>>,
     },
     /// The message decoded but its changes could not be applied.
     #[error("sync message from {peer} carries changes that cannot be applied")]

@@ -542,3 +542,38 @@ proptest! {
         prop_assert!(SessionDoc::load(&bytes, peer(1), 1).is_err());
     }
 }
+
+#[test]
+fn a_change_to_an_up_to_date_peer_travels_as_a_direct_message() {
+    let mut a = founder();
+    let mut b = joined(2, &mut a);
+    sync_pair(&mut a, &mut b);
+    b.set_role(
+        peer(2),
+        Role::Harmony,
+        Some(RoleAssignment {
+            confidence: Confidence::from_per_mille(500),
+            source: RoleSource::Auto,
+        }),
+    )
+    .unwrap();
+    let m = b.generate_sync_message(Micros(0), peer(1)).unwrap();
+    assert_eq!(m[0], 0x01, "direct-changes envelope");
+    assert!(m.len() < 200, "{} bytes", m.len());
+    a.receive_sync_message(Micros(0), peer(2), &m).unwrap();
+    assert_eq!(a.state(), b.state());
+    // The acknowledgement settles both sides: no timers, nothing to say.
+    sync_pair(&mut a, &mut b);
+    assert_eq!(a.poll_timeout(), None);
+    assert_eq!(b.poll_timeout(), None);
+    assert!(a.poll_transmit(Micros(0)).is_none() && b.poll_transmit(Micros(0)).is_none());
+    // A broken envelope is an error that changes nothing.
+    let before = a.save();
+    for bad in [&m[..3], &[0x01, 0, 1, 0, 0, 0, 9, 1][..], &[0x01][..]] {
+        assert!(matches!(
+            a.receive_sync_message(Micros(0), peer(2), bad),
+            Err(SyncError::Direct { .. } | SyncError::BadChunk { .. })
+        ));
+    }
+    assert_eq!(a.save(), before);
+}

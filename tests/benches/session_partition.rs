@@ -93,7 +93,16 @@ fn main() {
         sim.add_node(a, MeshNode::new(a, doc, &addrs, u32::from(a) + 1));
     }
     // Everyone gets the session and joins.
-    sim.run_for(Duration::from_secs(5));
+    let mut waited = 0;
+    while sim.nodes.values().any(|n| n.doc.state().is_none()) {
+        sim.run_for(Duration::from_millis(100));
+        waited += 1;
+        assert!(waited < 6_000, "every replica receives the session");
+    }
+    println!(
+        "setup: all {peers} replicas have the session after {:.1} s (virtual)",
+        sim.now().as_secs_f64()
+    );
     for &a in &addrs[1..] {
         let now = sim.now();
         let n = sim.nodes.get_mut(&a).unwrap();

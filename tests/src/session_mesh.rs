@@ -101,6 +101,9 @@ impl SimNode<u8> for MeshNode {
     }
 
     fn poll_transmit(&mut self, now: Micros) -> Option<(u8, Vec<u8>)> {
+        // Anything the document wants to say goes to the channels first
+        // (a fresh replica's first message, an edit made between steps).
+        self.pump(now);
         self.ends
             .iter_mut()
             .find_map(|(a, e)| e.poll_transmit(now).map(|d| (*a, d)))
