@@ -97,6 +97,12 @@ pub enum FrameError {
         /// Bytes the header needs.
         need: usize,
     },
+    /// An ACK frame longer than an ACK.
+    #[error("ack frame has {len} bytes, an ack has exactly 22")]
+    TrailingBytes {
+        /// Bytes received.
+        len: usize,
+    },
     /// Does not start with the magic byte.
     #[error("not a reliable-channel frame: first byte {0:#04x}")]
     BadMagic(u8),
@@ -213,6 +219,9 @@ impl<'a> Frame<'a> {
         }
         let dst_epoch = be32(b, 6);
         if b[1] == TYPE_ACK {
+            if b.len() != ACK_LEN {
+                return Err(FrameError::TrailingBytes { len: b.len() });
+            }
             let mut sack = [0u8; 8];
             sack.copy_from_slice(&b[14..22]);
             return Ok(Frame::Ack {
