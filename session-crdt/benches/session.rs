@@ -182,8 +182,11 @@ fn sync(a: &mut SessionDoc, b: &mut SessionDoc) -> (usize, usize) {
 }
 
 fn bench(c: &mut Criterion) {
-    let participants = env("JAM_BENCH_PARTICIPANTS", 1000);
-    let changes = env("JAM_BENCH_CHANGES", 100_000);
+    // `cargo bench` passes --bench; a test run (`cargo test --all-targets`)
+    // runs every benchmark once on a small fixture.
+    let full = std::env::args().any(|a| a == "--bench");
+    let participants = env("JAM_BENCH_PARTICIPANTS", if full { 1000 } else { 50 });
+    let changes = env("JAM_BENCH_CHANGES", if full { 100_000 } else { 500 });
     let t = Instant::now();
     let saved = big_session(participants, changes);
     eprintln!(
