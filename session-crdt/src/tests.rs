@@ -577,3 +577,51 @@ fn a_change_to_an_up_to_date_peer_travels_as_a_direct_message() {
     }
     assert_eq!(a.save(), before);
 }
+
+#[test]
+fn a_joining_peer_aligns_beat_and_phase_with_the_session() {
+    use jam_core::session_time::{ClockMeasurement, SessionClock};
+    use jam_core::timeline::closest_phase_match;
+    // The founder's local clock is session time. The joiner's local clock
+    // started 123.456789 s later; its clock sync sees a 40 ms round trip with
+    // 3 ms of path asymmetry.
+    let mut a = founder();
+    let mut b = joined(2, &mut a);
+    let founder_clock = SessionClock::founder();
+    let joiner_started = 123_456_789u64;
+    let mut clock = SessionClock::joining();
+    clock.handle_measurement(
+        Micros(5_000_000),
+        ClockMeasurement {
+            peer: peer(1),
+            local_minus_remote_us: -(joiner_started as i64) + 3_000,
+            remote_offset_us: founder_clock.offset_us().unwrap(),
+            remote_stratum: founder_clock.stratum().unwrap(),
+            rtt_us: 40_000,
+        },
+    );
+    b.set_clock(ClockInfo {
+        offset_us: clock.offset_us().unwrap(),
+        stratum: clock.stratum().unwrap(),
+    })
+    .unwrap();
+    sync_pair(&mut a, &mut b);
+    let tl = b.timeline().unwrap();
+    for founder_local in [200_000_000u64, 1_000_000_000, 86_400_000_000] {
+        let joiner_local = Micros(founder_local - joiner_started);
+        let truth = tl.beat_at(founder_clock.to_session(Micros(founder_local)).unwrap());
+        let seen = tl.beat_at(clock.to_session(joiner_local).unwrap());
+        // Off by at most the clock error bound's worth of beats.
+        let bound = tl
+            .tempo_at(truth)
+            .beats_in(clock.error_bound_us().unwrap() as i64);
+        assert!((seen - truth).0.abs() <= bound.0 + 1, "{seen} vs {truth}");
+        // Phase within the bar agrees to the same bound, so the joiner can
+        // line its own transport up with the bar.
+        let q = Meter::FOUR_FOUR.bar_length();
+        let aligned = closest_phase_match(seen, truth, q);
+        assert!((aligned - seen).0.abs() <= bound.0 + 1);
+    }
+    let published = b.state().unwrap().participants[&peer(2)].clock.unwrap();
+    assert_eq!(published.stratum, 1);
+}
