@@ -9,7 +9,7 @@ use crate::model::{
 use crate::schema::{self, SchemaError};
 use crate::snapshot::EnsembleSnapshot;
 use automerge::sync::{self, SyncDoc};
-use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
+use automerge::{ActorId, Automerge, ChangeHash, PatchLog, ReadDoc};
 use jam_core::{Beats, Meter, Micros, PeerId, SessionTime, Tempo, TempoChange, Timeline};
 use std::collections::BTreeMap;
 
@@ -237,20 +237,30 @@ impl SessionDoc {
         &self.doc
     }
 
+    /// A patch log for an operation that changes the document: active when
+    /// there is a typed view to update incrementally (recording patches
+    /// while applying is much cheaper than diffing afterwards).
+    fn patch_log(&self) -> PatchLog {
+        if self.cache.is_some() {
+            PatchLog::active()
+        } else {
+            PatchLog::inactive()
+        }
+    }
+
     /// Brings the typed view up to date after the document moved from
-    /// `before` to its current heads: only the entries the change touched
-    /// are re-read.
-    fn refresh(&mut self, before: &[ChangeHash]) {
-        let after = self.doc.get_heads();
-        if after == before && self.cache.is_some() {
+    /// `before` to its current heads, from the patches recorded in `log`:
+    /// only the entries the change touched are re-read.
+    fn refresh(&mut self, before: &[ChangeHash], log: Option<&mut PatchLog>) {
+        if self.doc.get_heads() == before && self.cache.is_some() {
             return;
         }
-        let updated = match &mut self.cache {
-            Some(cache) => {
-                let patches = self.doc.diff(before, &after);
+        let updated = match (&mut self.cache, log) {
+            (Some(cache), Some(log)) => {
+                let patches = self.doc.make_patches(log);
                 cache.update(&self.doc, &patches).is_ok()
             }
-            None => false,
+            _ => false,
         };
         if !updated {
             // Every replica runs the same reader on the same document, so a
@@ -272,9 +282,16 @@ impl SessionDoc {
     where
         F: FnOnce(&mut automerge::transaction::Transaction<'_>) -> Result<(), schema::WriteError>,
     {
+        self.transact_logged(f).map(|_| ())
+    }
+
+    fn transact_logged<F>(&mut self, f: F) -> Result<PatchLog, EditError>
+    where
+        F: FnOnce(&mut automerge::transaction::Transaction<'_>) -> Result<(), schema::WriteError>,
+    {
         self.doc
-            .transact(|tx| f(tx))
-            .map(|_| ())
+            .transact_and_log_patches(|tx| f(tx))
+            .map(|success| success.patch_log)
             .map_err(|failure| EditError::Write(failure.error))
     }
 
@@ -286,8 +303,8 @@ impl SessionDoc {
             return Err(EditError::NoSession);
         }
         let before = self.doc.get_heads();
-        self.transact(f)?;
-        self.refresh(&before);
+        let mut log = self.transact_logged(f)?;
+        self.refresh(&before, Some(&mut log));
         self.mark_all_dirty();
         Ok(())
     }
@@ -480,7 +497,9 @@ impl SessionDoc {
             let change = parse_change(c).ok_or(LoadError::BadChange { index })?;
             parsed.push(change);
         }
-        if let Err(source) = self.doc.apply_changes(parsed) {
+        let active = self.cache.is_some();
+        let mut log = self.patch_log();
+        if let Err(source) = self.doc.apply_changes_log_patches(parsed, &mut log) {
             self.rollback(&before);
             return Err(LoadError::Corrupt {
                 len: changes.iter().map(|c| c.len()).sum(),
@@ -491,7 +510,7 @@ impl SessionDoc {
             self.rollback(&before);
             return Err(SchemaError::NewerMajor { found, supported }.into());
         }
-        self.refresh(&before);
+        self.refresh(&before, active.then_some(&mut log));
         self.mark_all_dirty();
         Ok(())
     }
@@ -641,7 +660,16 @@ impl SessionDoc {
         let before = self.doc.get_heads();
         let p = self.peers.entry(peer).or_insert_with(PeerSync::new);
         let saved_state = p.state.clone();
-        if let Err(source) = self.doc.receive_sync_message(&mut p.state, msg) {
+        let active = self.cache.is_some();
+        let mut log = if active {
+            PatchLog::active()
+        } else {
+            PatchLog::inactive()
+        };
+        if let Err(source) = self
+            .doc
+            .receive_sync_message_log_patches(&mut p.state, msg, &mut log)
+        {
             p.state = saved_state;
             self.rollback(&before);
             return Err(SyncError::Apply {
@@ -681,7 +709,7 @@ impl SessionDoc {
         }
         let changed = self.doc.get_heads() != before;
         if changed {
-            self.refresh(&before);
+            self.refresh(&before, active.then_some(&mut log));
             self.mark_all_dirty();
         }
         if let Some(p) = self.peers.get_mut(&peer) {
@@ -705,7 +733,9 @@ impl SessionDoc {
             parsed.push(change);
         }
         let before = self.doc.get_heads();
-        if let Err(source) = self.doc.apply_changes(parsed) {
+        let active = self.cache.is_some();
+        let mut log = self.patch_log();
+        if let Err(source) = self.doc.apply_changes_log_patches(parsed, &mut log) {
             self.rollback(&before);
             return Err(SyncError::Apply {
                 peer,
@@ -721,7 +751,7 @@ impl SessionDoc {
         p.dirty = true;
         let changed = self.doc.get_heads() != before;
         if changed {
-            self.refresh(&before);
+            self.refresh(&before, active.then_some(&mut log));
             self.mark_all_dirty();
         }
         Ok(changed)
