@@ -62,6 +62,11 @@ struct NewArgs {
     /// Your peer id, 32 hex digits (random if absent).
     #[arg(long)]
     peer: Option<PeerId>,
+    /// Your X25519 public key, 64 hex digits. Without it the entry carries
+    /// an all-zero key, which no peer can encrypt to; set it once `jam keys`
+    /// has made one.
+    #[arg(long, value_parser = parse_key32)]
+    public_key: Option<[u8; 32]>,
     /// Creation time, Unix milliseconds (now if absent).
     #[arg(long)]
     created_unix_ms: Option<i64>,
@@ -91,6 +96,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
                 key,
                 id,
                 peer,
+                public_key,
                 created_unix_ms,
             } = *new;
             let mut rng = rand::rng();
@@ -123,7 +129,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
             let me = peer.unwrap_or_else(|| PeerId::random(&mut rng));
             let profile = Profile {
                 name: player,
-                public_key: [0; 32],
+                public_key: public_key.unwrap_or([0; 32]),
                 instrument,
             };
             let doc = SessionDoc::create(&config, me, &profile, rand::RngExt::random(&mut rng))
@@ -138,6 +144,17 @@ pub(crate) fn run(args: Args) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn parse_key32(s: &str) -> Result<[u8; 32], String> {
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("expected 64 hex digits, got `{s}`"));
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
 }
 
 fn parse_meter(s: &str) -> Result<Meter> {

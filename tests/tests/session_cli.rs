@@ -183,6 +183,8 @@ fn session_new_then_show_round_trips_and_refuses_to_overwrite() {
         "44444444444444444444444444444444",
         "--created-unix-ms",
         "5",
+        "--public-key",
+        "0101010101010101010101010101010101010101010101010101010101010101",
     ];
     let out = jam().args(args).arg(&file).output().unwrap();
     assert!(
@@ -207,6 +209,16 @@ participants (1 present, 1 total)
 tempo map
   bar 1.1      beat 0.000        at 0.000000s        128.25 BPM 6/8
 "
+    );
+    let json = jam()
+        .args(["session", "show", "--json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let json = String::from_utf8(json.stdout).unwrap();
+    assert!(
+        json.contains(&format!("\"public_key\": \"{}\"", "01".repeat(32))),
+        "{json}"
     );
     let out = jam().args(args).arg(&file).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
