@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 mod demo;
 mod midifile;
 mod peer;
+mod session;
 
 /// jam.togthr: play together over the internet.
 #[derive(Debug, Parser)]
@@ -29,6 +30,8 @@ enum Command {
     /// Several players over an emulated network, with a report of what the
     /// recovery journal repaired.
     Demo(demo::Args),
+    /// Inspect and create session documents.
+    Session(session::Args),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Peer(a) => peer::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Session(args) => session::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,6 +12,8 @@
 //! }
 //! ```
 
+pub mod session_mesh;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
