@@ -10,6 +10,9 @@
 //!   Every multi-peer test in the workspace runs on it.
 //! - [`clock`]: the AppleMIDI 100 µs session clock and the mapping of a
 //!   remote peer's clock onto the local one.
+//! - [`relay`]: the relay wire format shared by peers and `jamd`: a routing
+//!   header in front of an opaque payload, and the authenticated hello,
+//!   keepalive and leave messages (tickets and tags).
 //!
 //! Sans-IO means every state machine here takes bytes and `now` as input and
 //! returns bytes, deadlines and events; nothing here reads the system clock,
@@ -17,3 +20,4 @@
 
 pub mod clock;
 pub mod netem;
+pub mod relay;
