@@ -316,6 +316,10 @@ const PAGE: &str = r#"<!doctype html>
 <h1>jamd</h1>
 <p class="muted">node <span id="node">?</span> · relay <span id="relay-addr">?</span> ·
  <span id="status">connecting…</span></p>
+<form id="login" class="muted">administrators see private sessions too:
+ <input name="username" placeholder="username" autocomplete="username" size="12">
+ <input name="password" type="password" placeholder="password" autocomplete="current-password" size="12">
+ <button>log in</button> <span id="login-status"></span></form>
 <p id="relay-totals" class="muted"></p>
 <div id="sessions"><p class="muted">No sessions yet.</p></div>
 <p id="hidden" class="muted"></p>
@@ -381,4 +385,14 @@ source.addEventListener('snapshot', (e) => {
   render(JSON.parse(e.data));
 });
 source.onerror = () => { status.textContent = 'reconnecting…'; status.className = 'down'; };
+// Logging in sets an HttpOnly cookie; the event stream then carries the
+// administrators' view, so reconnect it by reloading the page.
+document.getElementById('login').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const f = new FormData(e.target);
+  const r = await fetch('/api/login', {method: 'POST', headers: {'content-type': 'application/json'},
+    body: JSON.stringify({username: f.get('username'), password: f.get('password')})});
+  if (r.ok) location.reload();
+  else document.getElementById('login-status').textContent = 'wrong username or password';
+});
 "#;

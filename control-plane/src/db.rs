@@ -700,19 +700,6 @@ impl Db {
         Ok(())
     }
 
-    /// Whether the membership still exists (relay nodes check live members
-    /// against this to learn about leaves handled by another node).
-    pub async fn member_exists(&self, session_id: &str, member_id: u32) -> Result<bool> {
-        Ok(
-            sqlx::query("SELECT 1 FROM members WHERE session_id = $1 AND member_id = $2")
-                .bind(session_id)
-                .bind(i64::from(member_id))
-                .fetch_optional(&self.pool)
-                .await?
-                .is_some(),
-        )
-    }
-
     // ----- blobs -----
 
     fn blob_from(r: &AnyRow) -> Result<BlobRow> {

@@ -242,12 +242,20 @@ async fn housekeeping(state: AppState, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
         }
         tick += 1;
-        let live = state.relay_snapshot().members;
-        for m in live {
-            let sid = format!("{:016x}", m.session);
-            match state.db.member_exists(&sid, m.member).await {
-                Ok(false) => state.revoke(&sid, m.member),
-                Ok(true) => {}
+        // One query per session with live members, not one per member.
+        let mut live: std::collections::HashMap<u64, Vec<u32>> = std::collections::HashMap::new();
+        for m in state.relay_snapshot().members {
+            live.entry(m.session).or_default().push(m.member);
+        }
+        for (session, members) in live {
+            let sid = format!("{session:016x}");
+            match state.db.members(&sid).await {
+                Ok(rows) => {
+                    let current: HashSet<u32> = rows.iter().map(|r| r.member_id).collect();
+                    for m in members.into_iter().filter(|m| !current.contains(m)) {
+                        state.revoke(&sid, m);
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "membership sweep failed"),
             }
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 fn jamd() -> Command {
-    Command::new(jam_tests::workspace_bin("jam-control-plane", "jamd"))
+    Command::new(env!("CARGO_BIN_EXE_jamd"))
 }
 
 struct Running {
@@ -51,18 +51,21 @@ fn serve(args: &[&str], envs: &[(&str, &str)]) -> Running {
             }
         }
     });
+    // From here on the guard kills and reaps jamd, whatever happens.
+    let mut running = Running {
+        child,
+        base: String::new(),
+        lines: rx,
+    };
     let mut seen = Vec::new();
     loop {
-        let line = rx
+        let line = running
+            .lines
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("jamd did not announce its address; output: {seen:#?}"));
         if let Some(rest) = line.strip_prefix("jamd: dashboard on http://") {
-            let addr = rest.split('/').next().unwrap();
-            return Running {
-                child,
-                base: format!("http://{addr}"),
-                lines: rx,
-            };
+            running.base = format!("http://{}", rest.split('/').next().unwrap());
+            return running;
         }
         seen.push(line);
     }

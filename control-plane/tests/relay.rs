@@ -345,3 +345,75 @@ async fn joins_carry_the_addresses_for_a_direct_path() {
     .await;
     ts.stop().await;
 }
+
+/// Two nodes share one database: a session created on node 2 is joined
+/// through node 1's API, whose answer points at node 2's relay; node 2's
+/// relay accepts node 1's tickets (shared secret), and learns of a leave
+/// made through node 1 from the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_sharing_a_database_agree_on_tickets_and_leaves() {
+    let node1 = TestServer::start(Backend::Sqlite).await.unwrap();
+    let url = node1.server().state.config.database_url.clone();
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut cfg2 = jam_control_plane::config::Config::for_tests(dir2.path(), Some(url));
+    cfg2.node_name = "node2".into();
+    let node2 = jam_control_plane::server::Server::start(cfg2)
+        .await
+        .unwrap();
+    let base2 = format!("http://{}", node2.http_addr);
+    let owner = node1.user("owner").await;
+    let resp = reqwest::Client::new()
+        .post(format!("{base2}/api/sessions"))
+        .bearer_auth(&owner)
+        .json(&json!({"name": "on node 2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let sid = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut clients = Vec::new();
+    for name in ["xia", "yan"] {
+        let token = node1.user(name).await;
+        let join = node1.join(&token, &sid).await;
+        assert_eq!(join["session"]["node"], "node2");
+        assert_eq!(
+            join["relay"],
+            node2.relay_addr.to_string(),
+            "node 1 points at node 2's relay"
+        );
+        let mut c = RelayClient::from_join(&join);
+        c.hello().expect("node 2 accepts node 1's ticket");
+        clients.push((token, c));
+    }
+    clients[1].1.send_data(0, b"hello from yan");
+    assert_eq!(
+        clients[0].1.recv_data(WAIT * 3).map(|d| d.1),
+        Some(b"hello from yan".to_vec())
+    );
+    let (s, _) = node1
+        .call(
+            Method::POST,
+            &format!("/api/sessions/{sid}/leave"),
+            Some(&clients[1].0),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        clients[1].1.send_data(0, b"still here?");
+        if clients[0].1.drain_data(WAIT).is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 2 never learned of the leave"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    node2.shutdown().await.unwrap();
+    node1.stop().await;
+}

@@ -17,7 +17,10 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 #[test]
@@ -39,7 +42,10 @@ fn relay_packet_corpus_and_crashers_never_panic() {
             // Control seeds carry tags made with the hello key of the
             // seeds' ticket under secret [3; 32].
             if let Packet::Hello(_, hello) = packet {
-                let key = hello.ticket.verify(&secret, 0).expect("seed ticket verifies");
+                let key = hello
+                    .ticket
+                    .verify(&secret, 0)
+                    .expect("seed ticket verifies");
                 key.verify(&bytes).expect("seed hello tag verifies");
             }
         }
@@ -50,7 +56,9 @@ fn relay_packet_corpus_and_crashers_never_panic() {
 fn control_seed_tags_match_the_python_reference() {
     let dir = root().join("fuzz/corpus/relay_packet");
     let hello = std::fs::read(dir.join("hello_addrs")).unwrap();
-    let Ok(Packet::Hello(_, h)) = Packet::decode(&hello) else { panic!("hello seed") };
+    let Ok(Packet::Hello(_, h)) = Packet::decode(&hello) else {
+        panic!("hello seed")
+    };
     let key: HelloKey = h.ticket.verify(&ServerSecret([3; 32]), 0).unwrap();
     for seed in ["keepalive", "keepalive_ack", "leave", "hello_ack"] {
         let bytes = std::fs::read(dir.join(seed)).unwrap();
@@ -71,5 +79,10 @@ fn relay_ticket_corpus_and_crashers_never_panic() {
         }
     }
     let valid = std::fs::read(root().join("fuzz/corpus/relay_ticket/valid")).unwrap();
-    assert!(Ticket::decode(&valid).unwrap().verify(&ServerSecret([3; 32]), 0).is_ok());
+    assert!(
+        Ticket::decode(&valid)
+            .unwrap()
+            .verify(&ServerSecret([3; 32]), 0)
+            .is_ok()
+    );
 }
