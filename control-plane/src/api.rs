@@ -602,7 +602,6 @@ fn relay_addr_for(state: &AppState, headers: &HeaderMap) -> String {
 async fn create_session(
     State(state): State<AppState>,
     AuthUser(u): AuthUser,
-    headers: HeaderMap,
     ApiJson(req): ApiJson<CreateSessionRequest>,
 ) -> Result<(StatusCode, Json<SessionView>), ApiError> {
     validate_name("name", &req.name)?;
@@ -615,7 +614,14 @@ async fn create_session(
         }
         None => None,
     };
-    let relay = relay_addr_for(&state, &headers);
+    // What other nodes hand out for this session: never derived from the
+    // request (a Host header is the client's to choose), so a session's
+    // creator cannot point other members elsewhere.
+    let relay = state
+        .config
+        .public_relay_addr
+        .clone()
+        .unwrap_or_else(|| state.relay_local.to_string());
     let id = loop {
         let id = db::random_hex(8);
         // Session id 0 never occurs on the wire; avoid it here too.

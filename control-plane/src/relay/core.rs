@@ -977,4 +977,37 @@ mod tests {
         assert_eq!(ms[1].packets_out, 4);
         assert_eq!(ms[2].bytes_out, 4 * d.len() as u64);
     }
+
+    proptest::proptest! {
+        /// Arbitrary datagrams (raw, or behind a valid data header of a
+        /// real member) never panic the relay, are all counted, and never
+        /// reach anyone unless they come from a registered member.
+        #[test]
+        fn arbitrary_datagrams_are_counted_and_never_panic(
+            packets in proptest::collection::vec(
+                (proptest::prelude::any::<bool>(), 0u16..4, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80)),
+                1..60,
+            )
+        ) {
+            let mut c = core();
+            join(&mut c, 7, 1, 1001);
+            join(&mut c, 7, 2, 1002);
+            let before = c.stats().packets_in;
+            for (wrap, port, body) in &packets {
+                let bytes = if *wrap {
+                    let mut b = data(7, 1, 0)[..relay::DATA_HEADER_LEN].to_vec();
+                    b.extend_from_slice(body);
+                    b
+                } else {
+                    body.clone()
+                };
+                let from = addr(1000 + port);
+                let registered = from == addr(1001) || from == addr(1002);
+                if let Output::Forward { .. } = c.handle_datagram(Micros::ZERO, WALL, from, &bytes) {
+                    proptest::prop_assert!(registered);
+                }
+            }
+            proptest::prop_assert_eq!(c.stats().packets_in - before, packets.len() as u64);
+        }
+    }
 }
