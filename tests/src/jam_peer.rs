@@ -17,6 +17,10 @@ pub struct JamPeer {
 impl JamPeer {
     /// Builds (if needed) and starts `jam peer --name NAME --listen LISTEN
     /// --print EXTRA...`, and waits for the line that names its ports.
+    ///
+    /// The first build in a cold target folder can take a minute: a test
+    /// whose other peer runs against a clock builds `jam` first
+    /// ([`crate::workspace_bin`]).
     pub fn start(name: &str, listen: &str, extra: &[&str]) -> JamPeer {
         let jam = crate::workspace_bin("jam-cli", "jam");
         let mut cmd = Command::new(jam);

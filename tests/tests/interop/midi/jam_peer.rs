@@ -25,6 +25,9 @@ fn a_pymidi_peer_and_jam_peer_exchange_notes_both_ways_on_loopback() {
     let Some(python) = jam_tests::require_python(&["pymidi"]) else {
         return;
     };
+    // Build `jam` before pymidi's clock starts: a cold build can take
+    // longer than the script's time limit.
+    jam_tests::workspace_bin("jam-cli", "jam");
     let dir = tempfile::tempdir().unwrap();
     let ours = notes_and_controllers();
     let file = song(dir.path(), &ours, 60);
