@@ -129,6 +129,11 @@ impl Samples {
         let i = (self.ns.len() * p / 100).min(self.ns.len() - 1);
         self.ns[i] as f64 / 1000.0
     }
+    /// Share of notes that took 1 ms or more, in percent.
+    fn over_1ms(&self) -> f64 {
+        let n = self.ns.iter().filter(|&&v| v >= 1_000_000).count();
+        100.0 * n as f64 / self.ns.len().max(1) as f64
+    }
     fn max(&self) -> f64 {
         *self.ns.last().unwrap() as f64 / 1000.0
     }
@@ -634,17 +639,18 @@ fn main() {
     println!("load average after: {}", loadavg());
     println!();
     println!(
-        "| path | notes | p50 µs | p99 µs | max µs | p50 / UDP | p99 / UDP | p99 − UDP p99 µs |"
+        "| path | notes | p50 µs | p99 µs | max µs | ≥ 1 ms | p50 / UDP | p99 / UDP | p99 − UDP p99 µs |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.1} | {:.1} | {:.0} | {:.2}× | {:.2}× | {:+.1} |",
+            "| {} | {} | {:.1} | {:.1} | {:.0} | {:.2} % | {:.2}× | {:.2}× | {:+.1} |",
             r.name,
             r.ns.len(),
             r.pct(50),
             r.pct(99),
             r.max(),
+            r.over_1ms(),
             r.pct(50) / base.0,
             r.pct(99) / base.1,
             r.pct(99) - base.1
