@@ -9,7 +9,9 @@
 //!   them comes from the previous packet: the first packet of a stream and
 //!   the first packet after every pause long enough for a guard packet
 //!   (100 ms). pymidi then runs off the end of the packet and drops it,
-//!   note included. The peer script reports that, and reads the MIDI list
+//!   note included (with two or more channel journals it reads the first
+//!   as a system journal and "succeeds"). The peer script reports that,
+//!   and reads the MIDI list
 //!   with pymidi's own command-section parser, which is what we compare;
 //! - it reads delta times as LEB128, and its builder writes them so: a
 //!   two-octet delta means something else to it than to RFC 6295 (and to
