@@ -8,91 +8,18 @@
 //! `--keep-ssrc-quirk` keeps it so the refusal is tested too.
 
 use super::*;
+use jam_tests::pymidi::PymidiPeer;
 use jam_transport::applemidi::{FailReason, PeerHandle};
-use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 
 const LIMIT: Duration = Duration::from_secs(10);
-
-/// The pymidi peer process and the JSON lines it prints.
-struct PyPeer {
-    child: Child,
-    lines: mpsc::UnboundedReceiver<Value>,
-    ready: Value,
-}
-
-impl PyPeer {
-    fn start(python: &std::path::Path, extra: &[&str]) -> PyPeer {
-        let script = jam_tests::workspace_root().join("tests/python/pymidi_peer.py");
-        let mut child = Command::new(python)
-            .arg(&script)
-            .args(["--timeout", "30"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the pymidi peer");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, mut lines) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                match serde_json::from_str::<Value>(&line) {
-                    Ok(v) => {
-                        let _ = tx.send(v);
-                    }
-                    Err(_) => eprintln!("pymidi peer: {line}"),
-                }
-            }
-        });
-        let ready = lines.blocking_recv().expect("pymidi peer prints its ports");
-        assert_eq!(ready["event"], "ready", "{ready}");
-        PyPeer {
-            child,
-            lines,
-            ready,
-        }
-    }
-
-    fn control(&self) -> SocketAddr {
-        let port = self.ready["port"].as_u64().expect("port") as u16;
-        SocketAddr::from(([127, 0, 0, 1], port))
-    }
-
-    async fn expect(&mut self, what: &str, pick: impl FnMut(&Value) -> bool) -> Value {
-        let mut pick = pick;
-        wait_for(what, &mut self.lines, LIMIT, |v| pick(v).then(|| v.clone())).await
-    }
-
-    /// Waits for the process to exit on its own and returns its exit code.
-    fn exit_code(mut self) -> Option<i32> {
-        for _ in 0..100 {
-            if let Some(status) = self.child.try_wait().expect("wait for pymidi") {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        panic!("pymidi peer did not exit after BY");
-    }
-}
-
-impl Drop for PyPeer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn we_invite_pymidi_sync_clocks_send_a_note_and_say_bye() {
     let Some(python) = jam_tests::require_python(&["pymidi"]) else {
         return;
     };
-    let mut py = tokio::task::block_in_place(|| PyPeer::start(&python, &[]));
-    let pymidi_ssrc = py.ready["control_ssrc"].as_u64().unwrap() as u32;
+    let mut py = tokio::task::block_in_place(|| PymidiPeer::start(&python, &[]));
+    let pymidi_ssrc = py.ssrc();
     let mut us = local("jam", 11).await;
     let ours = us.driver.call(|ep, _| ep.ssrc()).await.unwrap();
     let control = py.control();
@@ -120,11 +47,11 @@ async fn we_invite_pymidi_sync_clocks_send_a_note_and_say_bye() {
     .await;
     assert_eq!((name.as_deref(), ssrc), (Some("pymidi"), pymidi_ssrc));
     for port in ["control", "data"] {
-        let v = py
-            .expect("pymidi connected", |v| {
+        let v = tokio::task::block_in_place(|| {
+            py.expect("pymidi connected", |v| {
                 v["event"] == "connected" && v["port"] == port
             })
-            .await;
+        });
         assert_eq!(v["ssrc"].as_u64(), Some(u64::from(ours)), "{v}");
         assert_eq!(v["name"], "jam");
     }
@@ -144,10 +71,10 @@ async fn we_invite_pymidi_sync_clocks_send_a_note_and_say_bye() {
         "pymidi's clock counts from the Unix epoch"
     );
     assert!(rtt.latest < Duration::from_secs(1));
-    py.expect("CK0 at pymidi", |v| v["event"] == "ck" && v["count"] == 0)
-        .await;
-    py.expect("CK2 at pymidi", |v| v["event"] == "ck" && v["count"] == 2)
-        .await;
+    tokio::task::block_in_place(|| {
+        py.expect("CK0 at pymidi", |v| v["event"] == "ck" && v["count"] == 0);
+        py.expect("CK2 at pymidi", |v| v["event"] == "ck" && v["count"] == 2);
+    });
 
     // RS is unknown to pymidi (it logs and ignores it); RTP still flows.
     us.driver
@@ -161,13 +88,15 @@ async fn we_invite_pymidi_sync_clocks_send_a_note_and_say_bye() {
         .await
         .unwrap()
         .unwrap();
-    let midi = py.expect("note at pymidi", |v| v["event"] == "midi").await;
-    // pymidi reports keys by name: "C4" is key 60.
+    let midi =
+        tokio::task::block_in_place(|| py.expect("note at pymidi", |v| v["event"] == "midi"));
     assert_eq!(
-        midi["commands"],
-        serde_json::json!([["note_on", "C4", 100]]),
+        jam_tests::pymidi::commands(&midi),
+        [Some((0x90, 60, 100, None))],
         "{midi}"
     );
+    // A J=0 packet is one pymidi's whole-packet parser accepts.
+    assert_eq!(midi["full_parse"], true, "{midi}");
     assert_eq!(midi["ssrc"].as_u64(), Some(u64::from(ours)));
 
     // BY ends it on both sides.
@@ -176,11 +105,12 @@ async fn we_invite_pymidi_sync_clocks_send_a_note_and_say_bye() {
         .await
         .unwrap()
         .unwrap();
-    py.expect("BY at pymidi", |v| {
-        v["event"] == "disconnected" && v["port"] == "control"
-    })
-    .await;
-    let code = tokio::task::block_in_place(|| py.exit_code());
+    let (code, _) = tokio::task::block_in_place(|| {
+        py.expect("BY at pymidi", |v| {
+            v["event"] == "disconnected" && v["port"] == "control"
+        });
+        py.wait(LIMIT)
+    });
     assert_eq!(code, Some(0));
     let ep = us.driver.shutdown().await.unwrap();
     assert_eq!(ep.stats().malformed_commands, 0);
@@ -191,7 +121,7 @@ async fn pymidi_answering_with_two_ssrcs_is_refused() {
     let Some(python) = jam_tests::require_python(&["pymidi"]) else {
         return;
     };
-    let py = tokio::task::block_in_place(|| PyPeer::start(&python, &["--keep-ssrc-quirk"]));
+    let py = tokio::task::block_in_place(|| PymidiPeer::start(&python, &["--keep-ssrc-quirk"]));
     let (control_ssrc, data_ssrc) = (
         py.ready["control_ssrc"].as_u64().unwrap() as u32,
         py.ready["data_ssrc"].as_u64().unwrap() as u32,
@@ -223,6 +153,6 @@ async fn pymidi_answering_with_two_ssrcs_is_refused() {
         }
     );
     // We closed the half-made session with BY, which pymidi honours.
-    let code = tokio::task::block_in_place(|| py.exit_code());
+    let (code, _) = tokio::task::block_in_place(|| py.wait(LIMIT));
     assert_eq!(code, Some(0));
 }

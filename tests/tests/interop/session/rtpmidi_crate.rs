@@ -13,42 +13,7 @@
 
 use super::*;
 use jam_transport::applemidi::{LeaveReason, PeerHandle};
-use jam_transport::driver::bind_pair;
 use rtpmidi::sessions::events::event_handling::MidiMessageEvent;
-use rtpmidi::sessions::invite_responder::InviteResponder;
-use rtpmidi::sessions::rtp_midi_session::RtpMidiSession;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-
-const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-/// Starts an `rtpmidi` session on a free consecutive port pair (found on
-/// 127.0.0.1, then released for it to bind; retried if someone takes it in
-/// between).
-async fn start_rtpmidi(name: &str, ssrc: u32) -> (Arc<RtpMidiSession>, SocketAddr) {
-    for _ in 0..16 {
-        let port = {
-            let (control, _data) = bind_pair(LOCALHOST, 0, 64).expect("a free port pair");
-            control.local_addr().unwrap().port()
-        };
-        if let Ok(session) = RtpMidiSession::start(port, name, ssrc, InviteResponder::Accept).await
-        {
-            return (session, SocketAddr::new(LOCALHOST, port));
-        }
-    }
-    panic!("could not start an rtpmidi session");
-}
-
-/// Polls the session's participant list until `pred` holds.
-async fn participants_until(session: &RtpMidiSession, what: &str, pred: impl Fn(usize) -> bool) {
-    for _ in 0..200 {
-        if pred(session.participants().await.len()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("rtpmidi participants never reached: {what}");
-}
 
 #[tokio::test]
 async fn we_invite_rtpmidi_sync_send_a_note_and_end() {

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 const INSIDE: &str = "JAM_TEST_IN_PRIVATE_NETNS";
-const TEST: &str = "discovery::two_participants_find_and_lose_each_other";
+const TEST: &str = "session::discovery::two_participants_find_and_lose_each_other";
 
 fn config(name: &str, port: u16) -> DiscoveryConfig {
     let mut c = DiscoveryConfig::new(name, port);
