@@ -188,9 +188,9 @@ impl Synth {
                 .raw_bytes()
                 .to_vec();
             self.queue.push_back(SynthEvent::Change(t, bytes));
-            self.next_change = self.next_change + self.config.change_every;
+            self.next_change += self.config.change_every;
         }
-        if self.step % 256 == 0 && self.step > 0 {
+        if self.step.is_multiple_of(256) && self.step > 0 {
             self.queue.push_back(SynthEvent::Marker(
                 at,
                 beat,
@@ -227,7 +227,7 @@ impl Synth {
             let r = xorshift(&mut self.rng);
             if (r % 1000) as f64 / 1000.0 < self.config.density {
                 let note = 36 + (r >> 16) as u8 % 48;
-                let recovered = (r >> 32) % 100 == 0;
+                let recovered = (r >> 32).is_multiple_of(100);
                 self.queue.push_back(ev(
                     vec![0x90 | i as u8, note, 64 + (r >> 40) as u8 % 63],
                     recovered,

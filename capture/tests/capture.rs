@@ -126,7 +126,7 @@ fn the_document_at_any_time_matches_a_full_replay() {
         if expected > 0 {
             let edits = fast.get(automerge::ROOT, "edits").unwrap();
             if expected > 1 {
-                assert_eq!(edits.unwrap().0.to_i64(), Some(expected as i64), "at {t}");
+                assert_eq!(edits.unwrap().0.as_i64(), Some(expected as i64), "at {t}");
             }
         }
     }

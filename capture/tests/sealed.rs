@@ -350,7 +350,7 @@ fn clear_errors_for_wrong_key_bad_header_and_unknown_version() {
     zero[14] = 0;
     zero[15] = 0;
     assert!(matches!(
-        open(&zero, &[alice.clone()]),
+        open(&zero, std::slice::from_ref(&alice)),
         Err(OpenError::Header(HeaderError::Corrupt(_)))
     ));
     let mut kind = file.clone();
@@ -399,7 +399,7 @@ fn share_adds_a_recipient_without_touching_the_payload() {
         share(
             &file[..],
             Vec::new(),
-            &[carol.clone()],
+            std::slice::from_ref(&carol),
             &[carol.to_public()],
             &mut KatRng::new(1)
         ),

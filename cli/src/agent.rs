@@ -70,14 +70,14 @@ pub(crate) fn run(args: Args) -> Result<()> {
             let id = util::load_identity(key)?;
             let dest = output.unwrap_or_else(|| file.clone());
             let out = util::replace_file(&dest, |f| {
-                Ok(jam_capture::share(
+                jam_capture::share(
                     util::open(&file)?,
                     std::io::BufWriter::new(f),
                     &[id],
                     &to,
                     &mut util::os_rng(),
                 )
-                .with_context(|| shown(&file))?)
+                .with_context(|| shown(&file))
             })?;
             for r in &out.added {
                 println!("shared {} with {r}", dest.display());
@@ -96,14 +96,14 @@ pub(crate) fn run(args: Args) -> Result<()> {
             let id = util::load_identity(key)?;
             let dest = output.unwrap_or_else(|| file.clone());
             let out = util::replace_file(&dest, |f| {
-                Ok(jam_capture::revoke(
+                jam_capture::revoke(
                     util::open(&file)?,
                     std::io::BufWriter::new(f),
                     &[id],
                     &remove,
                     &mut util::os_rng(),
                 )
-                .with_context(|| shown(&file))?)
+                .with_context(|| shown(&file))
             })?;
             println!(
                 "wrote generation {} of {} for {} remaining recipients; copies of earlier generations still open with the removed keys",

@@ -108,12 +108,12 @@ pub(crate) fn run(args: Args) -> Result<()> {
         Cmd::ExportMidi { file, output } => {
             let id = util::load_identity(key)?;
             let s = util::replace_file(&output, |f| {
-                Ok(jam_capture::export::export_midi(
+                jam_capture::export::export_midi(
                     util::open(&file)?,
                     &[id],
                     std::io::BufWriter::new(f),
                 )
-                .with_context(|| shown(&file))?)
+                .with_context(|| shown(&file))
             })?;
             let events: usize = s.tracks.iter().map(|t| t.1).sum();
             println!(
