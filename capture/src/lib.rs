@@ -55,6 +55,8 @@ mod codec;
 pub mod error;
 pub mod export;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 mod primitives;
 pub mod reader;
