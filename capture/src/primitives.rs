@@ -6,6 +6,7 @@
 //! - `ChaCha20-Poly1305(key, nonce, plaintext, aad)` — RFC 8439, with a
 //!   16-byte tag appended to the ciphertext.
 
+use chacha20poly1305::aead::inout::InOutBuf;
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
 use hkdf::Hkdf;
@@ -130,17 +131,21 @@ pub(crate) fn stream_nonce(counter: u64, last: bool) -> [u8; 12] {
 }
 
 impl PayloadCipher {
-    /// Encrypts `buf` in place and returns the tag.
-    pub(crate) fn seal(
+    /// Encrypts `input` into `out` (same length) in one pass and returns
+    /// the tag. Sealing straight from the caller's bytes into the output
+    /// frame saves the copy an in-place encryption would need.
+    pub(crate) fn seal_to(
         &self,
         counter: u64,
         last: bool,
         aad: &[u8],
-        buf: &mut [u8],
+        input: &[u8],
+        out: &mut [u8],
     ) -> [u8; TAG_LEN] {
         let nonce = Nonce::from(stream_nonce(counter, last));
+        let buf = InOutBuf::new(input, out).expect("input and output have the same length");
         self.0
-            .encrypt_inout_detached(&nonce, aad, buf.into())
+            .encrypt_inout_detached(&nonce, aad, buf)
             .expect("a 64 KiB chunk is within ChaCha20-Poly1305 limits")
             .into()
     }
@@ -157,6 +162,25 @@ impl PayloadCipher {
         let nonce = Nonce::from(stream_nonce(counter, last));
         self.0
             .decrypt_inout_detached(&nonce, aad, buf.into(), &Tag::from(*tag))
+            .is_ok()
+    }
+
+    /// Decrypts `input` into `out` (same length); `false`, with `out`
+    /// untouched, if the tag does not verify (the tag is checked before
+    /// anything is decrypted).
+    pub(crate) fn open_to(
+        &self,
+        counter: u64,
+        last: bool,
+        aad: &[u8],
+        input: &[u8],
+        out: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> bool {
+        let nonce = Nonce::from(stream_nonce(counter, last));
+        let buf = InOutBuf::new(input, out).expect("input and output have the same length");
+        self.0
+            .decrypt_inout_detached(&nonce, aad, buf, &Tag::from(*tag))
             .is_ok()
     }
 }
@@ -188,6 +212,36 @@ mod tests {
         assert!(aead_decrypt(&k, b"aad", &ct, 15).is_none());
         assert!(aead_decrypt(&[8u8; 32], b"aad", &ct, 16).is_none());
         assert!(aead_decrypt(&k, b"other", &ct, 16).is_none());
+    }
+
+    #[test]
+    fn sealing_to_a_buffer_matches_the_rfc_8439_construction_in_place() {
+        let c = PayloadCipher(ChaCha20Poly1305::new(&[9u8; 32].into()));
+        let plain: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let mut ct = vec![0u8; plain.len()];
+        let tag = c.seal_to(5, true, b"aad", &plain, &mut ct);
+        // The same bytes as the one-shot AEAD with the STREAM nonce.
+        let mut whole = plain.clone();
+        let t2 =
+            c.0.encrypt_inout_detached(
+                &Nonce::from(stream_nonce(5, true)),
+                b"aad",
+                whole.as_mut_slice().into(),
+            )
+            .unwrap();
+        assert_eq!(ct, whole);
+        assert_eq!(tag, <[u8; 16]>::from(t2));
+        let mut back = vec![0u8; ct.len()];
+        assert!(c.open_to(5, true, b"aad", &ct, &mut back, &tag));
+        assert_eq!(back, plain);
+        // A wrong counter, flag or tag fails and leaves the output alone.
+        let mut untouched = vec![0xeeu8; ct.len()];
+        assert!(!c.open_to(6, true, b"aad", &ct, &mut untouched, &tag));
+        assert!(!c.open_to(5, false, b"aad", &ct, &mut untouched, &tag));
+        assert!(untouched.iter().all(|&b| b == 0xee));
+        let mut in_place = ct.clone();
+        assert!(c.open(5, true, b"aad", &mut in_place, &tag));
+        assert_eq!(in_place, plain);
     }
 
     #[test]

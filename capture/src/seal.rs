@@ -168,6 +168,9 @@ pub enum SealError {
     Io(#[from] io::Error),
 }
 
+/// Bytes of the largest frame: frame word, a full chunk, tag and locator.
+const MAX_FRAME_LEN: usize = FRAME_WORD_LEN + CHUNK_SIZE + TAG_LEN + LOCATOR_LEN;
+
 /// Reads until `buf` is full or the input ends; returns the bytes read.
 pub(crate) fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
@@ -294,7 +297,7 @@ impl<W: Write> Sealer<W> {
             chunk_count_offset: header.chunk_count_offset() as u64,
             next: 0,
             offset: 0,
-            frame: Vec::with_capacity(FRAME_WORD_LEN + CHUNK_SIZE + TAG_LEN + LOCATOR_LEN),
+            frame: vec![0u8; MAX_FRAME_LEN],
             poisoned: false,
         })
     }
@@ -303,14 +306,15 @@ impl<W: Write> Sealer<W> {
         if self.poisoned {
             return Err(SealError::Poisoned);
         }
-        if data.len() > CHUNK_SIZE {
-            return Err(SealError::ChunkTooLarge(data.len()));
+        let len = data.len();
+        if len > CHUNK_SIZE {
+            return Err(SealError::ChunkTooLarge(len));
         }
         let pos = ChunkPos {
             index: self.next,
             offset: self.offset,
         };
-        let word = (data.len() as u32) | if last { LAST_FLAG } else { 0 };
+        let word = (len as u32) | if last { LAST_FLAG } else { 0 };
         let mut aad = [0u8; FRAME_WORD_LEN + LOCATOR_LEN];
         aad[..4].copy_from_slice(&word.to_be_bytes());
         aad[4..12].copy_from_slice(&pos.index.to_be_bytes());
@@ -320,22 +324,25 @@ impl<W: Write> Sealer<W> {
         } else {
             &aad[..FRAME_WORD_LEN]
         };
-        self.frame.clear();
-        self.frame.extend_from_slice(&word.to_be_bytes());
-        self.frame.extend_from_slice(data);
+        // The frame buffer keeps its full size: the plaintext is encrypted
+        // straight from `data` into it, with no copy or zero-fill first.
+        let (head, body) = self.frame.split_at_mut(FRAME_WORD_LEN);
+        head.copy_from_slice(&word.to_be_bytes());
         let tag = self
             .cipher
-            .seal(pos.index, last, aad, &mut self.frame[FRAME_WORD_LEN..]);
-        self.frame.extend_from_slice(&tag);
+            .seal_to(pos.index, last, aad, data, &mut body[..len]);
+        body[len..len + TAG_LEN].copy_from_slice(&tag);
+        let mut total = FRAME_WORD_LEN + len + TAG_LEN;
         if last {
-            self.frame.extend_from_slice(&aad[FRAME_WORD_LEN..]);
+            self.frame[total..total + LOCATOR_LEN].copy_from_slice(&aad[FRAME_WORD_LEN..]);
+            total += LOCATOR_LEN;
         }
-        if let Err(e) = self.out.write_all(&self.frame) {
+        if let Err(e) = self.out.write_all(&self.frame[..total]) {
             self.poisoned = true;
             return Err(e.into());
         }
         self.next += 1;
-        self.offset += self.frame.len() as u64;
+        self.offset += total as u64;
         Ok(pos)
     }
 
@@ -435,7 +442,12 @@ pub struct Opener<R: Read> {
     cipher: PayloadCipher,
     next: u64,
     offset: u64,
+    /// The frame being read; always [`MAX_FRAME_LEN`] long.
     buf: Vec<u8>,
+    /// Length of the last frame read.
+    frame_len: usize,
+    /// Plaintext length of the last chunk read (in `buf` after the frame
+    /// word, unless it was decrypted straight into a caller's buffer).
     data_len: usize,
     state: ReadState,
     base: Option<u64>,
@@ -502,7 +514,8 @@ impl<R: Read> Opener<R> {
             recipients,
             next: 0,
             offset: 0,
-            buf: Vec::with_capacity(FRAME_WORD_LEN + CHUNK_SIZE + TAG_LEN + LOCATOR_LEN),
+            buf: vec![0u8; MAX_FRAME_LEN],
+            frame_len: 0,
             data_len: 0,
             state: ReadState::Reading,
             base: None,
@@ -574,24 +587,32 @@ impl<R: Read> Opener<R> {
     /// The next authenticated chunk, or `Ok(None)` after the last one.
     /// After an error every further call returns [`OpenError::Stopped`].
     pub fn next_chunk(&mut self) -> Result<Option<Chunk<'_>>, OpenError> {
+        Ok(self.advance(None)?.map(|(last, _)| Chunk {
+            pos: ChunkPos {
+                index: self.next - 1,
+                offset: self.last_offset(),
+            },
+            last,
+            data: &self.buf[FRAME_WORD_LEN..FRAME_WORD_LEN + self.data_len],
+        }))
+    }
+
+    /// Reads the next chunk; with `dest` large enough for its plaintext,
+    /// decrypts straight into it (returning true as the second value).
+    /// Keeps the reading state: done after the last chunk, stopped after
+    /// an error.
+    fn advance(&mut self, dest: Option<&mut [u8]>) -> Result<Option<(bool, bool)>, OpenError> {
         match self.state {
             ReadState::Done => return Ok(None),
             ReadState::Stopped => return Err(OpenError::Stopped),
             ReadState::Reading => {}
         }
-        match self.read_chunk() {
-            Ok(last) => {
+        match self.read_chunk(dest) {
+            Ok((last, direct)) => {
                 if last {
                     self.state = ReadState::Done;
                 }
-                Ok(Some(Chunk {
-                    pos: ChunkPos {
-                        index: self.next - 1,
-                        offset: self.last_offset(),
-                    },
-                    last,
-                    data: &self.buf[FRAME_WORD_LEN..FRAME_WORD_LEN + self.data_len],
-                }))
+                Ok(Some((last, direct)))
             }
             Err(e) => {
                 self.state = ReadState::Stopped;
@@ -601,17 +622,20 @@ impl<R: Read> Opener<R> {
     }
 
     fn last_offset(&self) -> u64 {
-        self.offset - self.buf.len() as u64
+        self.offset - self.frame_len as u64
     }
 
-    /// Reads, checks and decrypts one frame into `buf`; on success `next`
-    /// and `offset` point past it. Returns the last flag.
-    fn read_chunk(&mut self) -> Result<bool, OpenError> {
+    /// Reads and checks one frame, and decrypts it into `dest` if that has
+    /// room for the whole plaintext, else in place in `buf`; on success
+    /// `next` and `offset` point past it. Returns the last flag and whether
+    /// the plaintext went to `dest`.
+    fn read_chunk(&mut self, dest: Option<&mut [u8]>) -> Result<(bool, bool), OpenError> {
         let modified = |s: &Self| OpenError::ChunkModified {
             chunk: s.next + 1,
             offset: s.header_len + s.offset,
         };
-        self.buf.resize(FRAME_WORD_LEN, 0);
+        // `buf` keeps its full size (MAX_FRAME_LEN): frames are read into
+        // it without zero-filling it first.
         let k = read_full(&mut self.input, &mut self.buf[..FRAME_WORD_LEN])?;
         if k < FRAME_WORD_LEN {
             return Err(self.truncated());
@@ -622,16 +646,15 @@ impl<R: Read> Opener<R> {
         if word & !(LAST_FLAG | LEN_MASK) != 0 || len > CHUNK_SIZE {
             return Err(modified(self));
         }
-        let rest = len + TAG_LEN + if last { LOCATOR_LEN } else { 0 };
-        self.buf.resize(FRAME_WORD_LEN + rest, 0);
-        let k = read_full(&mut self.input, &mut self.buf[FRAME_WORD_LEN..])?;
-        if k < rest {
+        let frame_len = FRAME_WORD_LEN + len + TAG_LEN + if last { LOCATOR_LEN } else { 0 };
+        let k = read_full(&mut self.input, &mut self.buf[FRAME_WORD_LEN..frame_len])?;
+        if k < frame_len - FRAME_WORD_LEN {
             return Err(self.truncated());
         }
         let mut aad = [0u8; FRAME_WORD_LEN + LOCATOR_LEN];
         aad[..4].copy_from_slice(&word.to_be_bytes());
         let aad_len = if last {
-            let loc = &self.buf[FRAME_WORD_LEN + len + TAG_LEN..];
+            let loc = &self.buf[FRAME_WORD_LEN + len + TAG_LEN..frame_len];
             aad[4..].copy_from_slice(loc);
             let index = u64::from_be_bytes(loc[..8].try_into().expect("8 bytes"));
             let offset = u64::from_be_bytes(loc[8..].try_into().expect("8 bytes"));
@@ -645,19 +668,32 @@ impl<R: Read> Opener<R> {
         let tag: [u8; TAG_LEN] = self.buf[FRAME_WORD_LEN + len..FRAME_WORD_LEN + len + TAG_LEN]
             .try_into()
             .expect("16 bytes");
-        let ok = self.cipher.open(
-            self.next,
-            last,
-            &aad[..aad_len],
-            &mut self.buf[FRAME_WORD_LEN..FRAME_WORD_LEN + len],
-            &tag,
-        );
+        let body = &mut self.buf[FRAME_WORD_LEN..];
+        let (ok, direct) = match dest {
+            Some(d) if d.len() >= len => (
+                self.cipher.open_to(
+                    self.next,
+                    last,
+                    &aad[..aad_len],
+                    &body[..len],
+                    &mut d[..len],
+                    &tag,
+                ),
+                true,
+            ),
+            _ => (
+                self.cipher
+                    .open(self.next, last, &aad[..aad_len], &mut body[..len], &tag),
+                false,
+            ),
+        };
         if !ok {
             return Err(modified(self));
         }
         self.data_len = len;
+        self.frame_len = frame_len;
         self.next += 1;
-        self.offset += self.buf.len() as u64;
+        self.offset += frame_len as u64;
         if last {
             let recorded = self.header.chunk_count;
             if recorded != 0 && recorded != self.next {
@@ -673,7 +709,7 @@ impl<R: Read> Opener<R> {
                 });
             }
         }
-        Ok(last)
+        Ok((last, direct))
     }
 }
 
@@ -772,14 +808,23 @@ impl<R: Read> OpenReader<R> {
 
 impl<R: Read> Read for OpenReader<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
         while self.pos == self.len {
             if self.started && self.opener.state == ReadState::Done {
                 return Ok(0);
             }
             self.started = true;
-            match self.opener.next_chunk() {
-                Ok(Some(c)) => {
-                    self.len = c.data.len();
+            // A caller's buffer that holds a whole chunk gets the plaintext
+            // decrypted straight into it, saving a copy.
+            match self.opener.advance(Some(&mut *out)) {
+                Ok(Some((_, true))) if self.opener.data_len > 0 => {
+                    return Ok(self.opener.data_len);
+                }
+                Ok(Some((_, true))) => {}
+                Ok(Some((_, false))) => {
+                    self.len = self.opener.data_len;
                     self.pos = 0;
                 }
                 Ok(None) => return Ok(0),
@@ -863,6 +908,12 @@ impl<W: Write> Write for SealWriter<W> {
         if self.buf.len() == CHUNK_SIZE {
             self.sealer.seal_chunk(&self.buf).map_err(to_io)?;
             self.buf.clear();
+        }
+        if self.buf.is_empty() && data.len() > CHUNK_SIZE {
+            // A whole chunk with more data after it: seal it straight from
+            // the caller's bytes (the same chunk the buffer would give).
+            self.sealer.seal_chunk(&data[..CHUNK_SIZE]).map_err(to_io)?;
+            return Ok(CHUNK_SIZE);
         }
         let n = data.len().min(CHUNK_SIZE - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
