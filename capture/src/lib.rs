@@ -52,6 +52,7 @@
 
 pub mod agent;
 mod codec;
+mod doc;
 pub mod error;
 pub mod export;
 pub mod format;
@@ -72,3 +73,17 @@ pub use seal::{
     Chunk, ChunkPos, OpenError, OpenReader, Opener, RepairOutcome, RevokeOutcome, SealError,
     SealWriter, Sealer, ShareOutcome, repair, revoke, share,
 };
+
+/// Installs a panic hook that stays silent for the panics this crate
+/// catches itself (automerge panics on some malformed changes; see
+/// `CaptureError::Document`) and hands every other panic to the hook that
+/// was installed before. For programs (the `jam` CLI, the fuzz targets): a
+/// library should leave the process's panic hook alone.
+pub fn hide_caught_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !doc::inside_guard() {
+            previous(info);
+        }
+    }));
+}

@@ -40,7 +40,7 @@ impl<R: Read> std::fmt::Debug for CaptureReader<R> {
 
 fn record_err(chunk: ChunkPos) -> impl Fn(crate::record::RecordError) -> CaptureError {
     move |source| CaptureError::Record {
-        chunk: chunk.index + 1,
+        chunk: chunk.index.saturating_add(1),
         source,
     }
 }
@@ -169,10 +169,8 @@ fn apply_until<R: Read>(
             break;
         }
         if let Record::DocChange(c) = rec {
-            let change = automerge::Change::from_bytes(c.bytes)
-                .map_err(|e| CaptureError::Document(e.to_string()))?;
-            doc.apply_changes([change])
-                .map_err(|e| CaptureError::Document(e.to_string()))?;
+            let change = crate::doc::parse_change(c.bytes).map_err(CaptureError::Document)?;
+            crate::doc::apply(doc, change).map_err(CaptureError::Document)?;
         }
     }
     Ok(())
@@ -237,12 +235,13 @@ impl<R: Read + Seek> CaptureReader<R> {
             Some(sp) => {
                 self.seek(sp.pos)?;
                 match self.next_record()? {
-                    Some((_, Record::Checkpoint(c))) => automerge::Automerge::load(&c.doc)
-                        .map_err(|e| CaptureError::Document(e.to_string()))?,
+                    Some((_, Record::Checkpoint(c))) if c.at <= t => {
+                        crate::doc::load(&c.doc).map_err(CaptureError::Document)?
+                    }
                     _ => {
-                        return Err(CaptureError::Document(
-                            "the index points at a record that is not a checkpoint".into(),
-                        ));
+                        return Err(CaptureError::Document(format!(
+                            "the index points at a record that is not a checkpoint at or before {t}"
+                        )));
                     }
                 }
             }

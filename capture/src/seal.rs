@@ -580,7 +580,7 @@ impl<R: Read> Opener<R> {
         OpenError::Truncated {
             complete: self.next,
             expected: (self.header.chunk_count != 0).then_some(self.header.chunk_count),
-            offset: self.header_len + self.offset,
+            offset: self.header_len.saturating_add(self.offset),
         }
     }
 
@@ -631,9 +631,14 @@ impl<R: Read> Opener<R> {
     /// the plaintext went to `dest`.
     fn read_chunk(&mut self, dest: Option<&mut [u8]>) -> Result<(bool, bool), OpenError> {
         let modified = |s: &Self| OpenError::ChunkModified {
-            chunk: s.next + 1,
-            offset: s.header_len + s.offset,
+            chunk: s.next.saturating_add(1),
+            offset: s.header_len.saturating_add(s.offset),
         };
+        if self.next == u64::MAX {
+            // Only a seek (to a position from a capture's index) gets here;
+            // no chunk can follow the last possible counter.
+            return Err(modified(self));
+        }
         // `buf` keeps its full size (MAX_FRAME_LEN): frames are read into
         // it without zero-filling it first.
         let k = read_full(&mut self.input, &mut self.buf[..FRAME_WORD_LEN])?;
@@ -725,7 +730,7 @@ impl<R: Read + Seek> Opener<R> {
         }
         let here = self.input.stream_position()?;
         let b = here
-            .checked_sub(self.header_len + self.offset)
+            .checked_sub(self.header_len.saturating_add(self.offset))
             .ok_or_else(|| {
                 OpenError::Io(io::Error::other("stream position before the sealed file"))
             })?;
@@ -738,8 +743,12 @@ impl<R: Read + Seek> Opener<R> {
     /// reported as a modification when that chunk is read.
     pub fn seek_to(&mut self, pos: ChunkPos) -> Result<(), OpenError> {
         let start = self.base()?;
-        self.input
-            .seek(SeekFrom::Start(start + self.header_len + pos.offset))?;
+        // A position past the end (even past u64::MAX, from a hostile
+        // index) reads as a truncation or an I/O error, never a panic.
+        let to = start
+            .saturating_add(self.header_len)
+            .saturating_add(pos.offset);
+        self.input.seek(SeekFrom::Start(to))?;
         self.next = pos.index;
         self.offset = pos.offset;
         self.state = ReadState::Reading;
@@ -763,7 +772,9 @@ impl<R: Read + Seek> Opener<R> {
         let index = u64::from_be_bytes(loc[..8].try_into().expect("8 bytes"));
         let offset = u64::from_be_bytes(loc[8..].try_into().expect("8 bytes"));
         let min_frame = (FRAME_WORD_LEN + TAG_LEN + LOCATOR_LEN) as u64;
-        if offset > payload_len - min_frame {
+        // Every chunk before the last takes at least a frame word and a tag.
+        let max_index = offset / (FRAME_WORD_LEN + TAG_LEN) as u64;
+        if offset > payload_len - min_frame || index > max_index {
             return Err(OpenError::BadLocator);
         }
         self.seek_to(ChunkPos { index, offset })?;

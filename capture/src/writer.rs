@@ -122,6 +122,11 @@ pub struct CaptureWriter<W: Write> {
     first_at: Micros,
     config: CaptureConfig,
     doc: automerge::Automerge,
+    /// The document as saved in the last checkpoint (empty before the
+    /// first), and the changes applied since: enough to rebuild `doc` if
+    /// automerge fails half-way through a change.
+    checkpoint_doc: Vec<u8>,
+    since_checkpoint: Vec<Vec<u8>>,
     changes_since_checkpoint: u32,
     last_checkpoint_at: Micros,
     participants: BTreeSet<PeerId>,
@@ -159,6 +164,8 @@ impl<W: Write> CaptureWriter<W> {
             first_at: at,
             config,
             doc: automerge::Automerge::new(),
+            checkpoint_doc: Vec::new(),
+            since_checkpoint: Vec::new(),
             changes_since_checkpoint: 0,
             last_checkpoint_at: at,
             participants: BTreeSet::new(),
@@ -258,14 +265,22 @@ impl<W: Write> CaptureWriter<W> {
     }
 
     /// Appends an Automerge change to the session document (as
-    /// `automerge::Change::raw_bytes` gives it). Bytes that are not a change
-    /// are refused and nothing is written. Writes a checkpoint when due.
+    /// `automerge::Change::raw_bytes` gives it). Bytes that are not a change,
+    /// or that automerge cannot apply, are refused and nothing is written
+    /// (the writer's copy of the document is rebuilt from the last
+    /// checkpoint if automerge failed half-way). Writes a checkpoint when
+    /// due.
     pub fn append_change(&mut self, at: Micros, change: &[u8]) -> Result<(), CaptureError> {
-        let parsed = automerge::Change::from_bytes(change.to_vec())
-            .map_err(|e| CaptureError::InvalidChange(e.to_string()))?;
-        self.doc
-            .apply_changes([parsed])
-            .map_err(|e| CaptureError::InvalidChange(e.to_string()))?;
+        let parsed =
+            crate::doc::parse_change(change.to_vec()).map_err(CaptureError::InvalidChange)?;
+        if let Err(e) = crate::doc::apply(&mut self.doc, parsed) {
+            // The document may be half-changed: rebuild it from what was
+            // recorded, so the next checkpoint holds exactly the recorded
+            // changes.
+            self.doc = self.rebuild_doc();
+            return Err(CaptureError::InvalidChange(e));
+        }
+        self.since_checkpoint.push(change.to_vec());
         let at = self.clamp(at);
         self.write_record(&Record::DocChange(DocChange {
             at,
@@ -314,6 +329,21 @@ impl<W: Write> CaptureWriter<W> {
         self.after_append(at)
     }
 
+    /// The document from the last checkpoint and the changes since.
+    fn rebuild_doc(&self) -> automerge::Automerge {
+        let mut doc = if self.checkpoint_doc.is_empty() {
+            automerge::Automerge::new()
+        } else {
+            crate::doc::load(&self.checkpoint_doc)
+                .expect("a document this writer saved loads again")
+        };
+        for c in &self.since_checkpoint {
+            let c = crate::doc::parse_change(c.clone()).expect("the change parsed before");
+            crate::doc::apply(&mut doc, c).expect("the change applied before");
+        }
+        doc
+    }
+
     fn checkpoint(&mut self, at: Micros) -> Result<(), CaptureError> {
         let doc = self.doc.save();
         let r = Record::Checkpoint(Checkpoint {
@@ -322,6 +352,10 @@ impl<W: Write> CaptureWriter<W> {
             doc,
         });
         let pos = self.write_record(&r)?;
+        if let Record::Checkpoint(c) = r {
+            self.checkpoint_doc = c.doc;
+        }
+        self.since_checkpoint.clear();
         self.seek_points.push(SeekPoint { at, pos });
         self.stats.checkpoints += 1;
         self.changes_since_checkpoint = 0;

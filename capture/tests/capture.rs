@@ -364,3 +364,72 @@ fn agents_round_trip_share_and_revoke() {
         Err(CaptureError::Open(OpenError::WrongKind { .. }))
     ));
 }
+
+/// The document changes of the `capture_replay` fuzz crashers, one of which
+/// makes automerge 0.12 panic while applying it.
+fn crasher_changes() -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fuzz-crashers")
+        .join("capture_replay");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let data = std::fs::read(e.unwrap().path()).unwrap();
+        let (file, repaired) = jam_capture::fuzzing::capture_files(&data);
+        for f in std::iter::once(file).chain(repaired) {
+            let id = jam_capture::fuzzing::identity();
+            let mut r = CaptureReader::open(&f[..], std::slice::from_ref(&id)).unwrap();
+            while let Ok(Some((_, rec))) = r.next_record() {
+                if let Record::DocChange(c) = rec {
+                    out.push(c.bytes);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_change_automerge_cannot_apply_is_refused_and_recording_goes_on() {
+    let start = Synth::new(session(1)).session_start();
+    let mut w = CaptureWriter::create(
+        Cursor::new(Vec::new()),
+        &[identity(1).to_public()],
+        start,
+        CaptureConfig {
+            checkpoint_every_changes: 2,
+            ..CaptureConfig::default()
+        },
+        &mut KatRng::new(3),
+    )
+    .unwrap();
+    let (mut accepted, mut refused) = (Vec::new(), 0);
+    for (i, c) in crasher_changes().into_iter().enumerate() {
+        match w.append_change(Micros(i as u64), &c) {
+            Ok(()) => accepted.push(c),
+            Err(CaptureError::InvalidChange(m)) if m.starts_with("automerge failed") => {
+                refused += 1
+            }
+            Err(CaptureError::InvalidChange(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(refused > 0, "the crasher's change no longer fails");
+    assert!(!accepted.is_empty());
+    let file = w.finish_and_record_count().unwrap().into_inner();
+    // The capture holds exactly the accepted changes, and its checkpoints
+    // agree with them.
+    let mut expected = automerge::Automerge::new();
+    for c in &accepted {
+        expected
+            .apply_changes([automerge::Change::from_bytes(c.clone()).unwrap()])
+            .unwrap();
+    }
+    let mut r = CaptureReader::open(Cursor::new(&file[..]), &[identity(1)]).unwrap();
+    let got = r.state_at(Micros(u64::MAX)).unwrap();
+    let (mut a, mut b) = (got.get_heads(), expected.get_heads());
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    assert_eq!(got.save(), expected.save());
+}

@@ -28,6 +28,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Automerge panics on some malformed changes; jam-capture turns those
+    // into errors, and the error says what happened without a panic trace.
+    jam_capture::hide_caught_panics();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Keys(a) => keys::run(a),
