@@ -197,8 +197,14 @@ pub fn open_agent<R: Read>(
     identities: &[Identity],
 ) -> Result<OpenedAgent<R>, CaptureError> {
     let mut model = Opener::new_of_kind(input, identities, Kind::Agent)?.into_reader();
+    let short = |e: io::Error| match e.kind() {
+        io::ErrorKind::UnexpectedEof => {
+            CaptureError::AgentMeta("the agent ends inside its metadata".into())
+        }
+        _ => io_to_capture(e),
+    };
     let mut len = [0u8; 4];
-    model.read_exact(&mut len).map_err(io_to_capture)?;
+    model.read_exact(&mut len).map_err(short)?;
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_META_LEN {
         return Err(CaptureError::AgentMeta(format!(
@@ -206,7 +212,7 @@ pub fn open_agent<R: Read>(
         )));
     }
     let mut m = vec![0u8; len];
-    model.read_exact(&mut m).map_err(io_to_capture)?;
+    model.read_exact(&mut m).map_err(short)?;
     Ok(OpenedAgent {
         meta: AgentMeta::decode(&m)?,
         model,

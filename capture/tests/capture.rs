@@ -357,6 +357,14 @@ fn agents_round_trip_share_and_revoke() {
             .version,
         3
     );
+    // An authentic agent file that ends inside its metadata says so.
+    for payload in [&b"\x00\x00"[..], &b"\x00\x00\x00\x10short"[..]] {
+        let short = seal(payload, &[owner.to_public()], 8);
+        match open_agent(&short[..], std::slice::from_ref(&owner)) {
+            Err(CaptureError::AgentMeta(m)) => assert!(m.contains("ends inside"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
     // A capture is not an agent.
     let (cap, _) = write(session(1), CaptureConfig::default());
     assert!(matches!(
