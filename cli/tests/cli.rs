@@ -143,6 +143,18 @@ fn keys_new_writes_a_private_default_key_and_pub_prints_it() {
     );
     let e = fails(&jam(&d, &["keys", "pub", "missing.key"]));
     assert!(e.contains("missing.key"), "{e}");
+    // Without --key every command uses the default key file.
+    ok(&jam(
+        &d,
+        &["capture", "demo", "-o", "s.scp", "--seconds", "3"],
+    ));
+    assert!(ok(&jam(&d, &["capture", "verify", "s.scp"])).contains("authentic and finished"));
+    std::fs::remove_file(&default).unwrap();
+    let e = fails(&jam(&d, &["capture", "verify", "s.scp"]));
+    assert!(
+        e.contains("cannot read key file") && e.contains("identity.key"),
+        "{e}"
+    );
 }
 
 #[test]
