@@ -27,7 +27,7 @@
 //! | | 2 | recipient-list length `l` (= 32·n + 16) |
 //! | | `l` | recipient list: the `n` recipients' 32-byte public keys in stanza order, sealed |
 //! | | 32 | header MAC over every byte from offset 0 to here |
-//! | | 8 | chunk count: number of chunks in the finished file, or 0 if not recorded (not covered by the MAC, see below) |
+//! | | 8 | chunk count: 0 if not recorded, else the number of chunks in the finished file with the top bit set (not covered by the MAC, see below) |
 //! | | 16 | payload nonce |
 //!
 //! The payload starts right after the nonce. Offsets inside the payload are
@@ -57,10 +57,14 @@
 //! generation cannot be passed off as a newer one without the file key.
 //!
 //! **Chunk count** is written last by a writer that can seek (0 until then,
-//! so a crash never leaves a half-written header). It is not covered by the
-//! MAC; the reader checks it against the final chunk's authenticated counter
-//! and reports any mismatch as a modification. Its purpose is the truncation
-//! message: "file truncated after 3 of 5 chunks".
+//! so a crash never leaves a half-written header). A recorded count `m`
+//! is stored as `m | 2^63`: no single bit flip turns it into 0 ("not
+//! recorded") or into another valid value that the reader would not
+//! check, and any other nonzero value without the top bit, or the top bit
+//! alone, is a corrupt header. It is not covered by the MAC; the reader
+//! checks it against the final chunk's authenticated counter and reports
+//! any mismatch as a modification. Its purpose is the truncation message:
+//! "file truncated after 3 of 5 chunks".
 //!
 //! # Chunks
 //!
@@ -131,6 +135,18 @@ pub(crate) const FIXED_LEN: usize = 16;
 pub(crate) const TAIL_LEN: usize = 24;
 /// The last-chunk flag in the frame word.
 pub(crate) const LAST_FLAG: u32 = 1 << 31;
+/// The top bit of the chunk-count field: set when a count is recorded.
+pub(crate) const COUNT_RECORDED: u64 = 1 << 63;
+
+/// The chunk-count field for `chunks` (0: not recorded).
+pub(crate) fn chunk_count_field(chunks: u64) -> u64 {
+    if chunks == 0 {
+        0
+    } else {
+        chunks | COUNT_RECORDED
+    }
+}
+
 /// The length bits of the frame word.
 pub(crate) const LEN_MASK: u32 = (1 << 17) - 1;
 
@@ -250,7 +266,7 @@ impl Header {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = self.mac_input();
         out.extend_from_slice(&self.mac);
-        out.extend_from_slice(&self.chunk_count.to_be_bytes());
+        out.extend_from_slice(&chunk_count_field(self.chunk_count).to_be_bytes());
         out.extend_from_slice(&self.nonce);
         out
     }
@@ -353,6 +369,17 @@ impl Header {
         }
         let list_ct = take(list_len, input)?;
         let tail = take(32 + TAIL_LEN, input)?;
+        let count = u64::from_be_bytes(tail[32..40].try_into().expect("8 bytes"));
+        let chunk_count = match count {
+            0 => 0,
+            c if c & COUNT_RECORDED != 0 && c != COUNT_RECORDED => c & !COUNT_RECORDED,
+            c => {
+                return Err(HeaderError::Corrupt(format!(
+                    "chunk-count field {c:#018x} is neither 0 nor a recorded count"
+                ))
+                .into());
+            }
+        };
         Ok(Header {
             kind,
             generation,
@@ -360,7 +387,7 @@ impl Header {
             list_salt,
             list_ct,
             mac: tail[..32].try_into().expect("32 bytes"),
-            chunk_count: u64::from_be_bytes(tail[32..40].try_into().expect("8 bytes")),
+            chunk_count,
             nonce: tail[40..56].try_into().expect("16 bytes"),
         })
     }

@@ -401,7 +401,8 @@ impl<W: Write + Seek> Sealer<W> {
         let end = self.header_len + self.offset;
         let back = end - self.chunk_count_offset;
         self.out.seek(SeekFrom::Current(-(back as i64)))?;
-        self.out.write_all(&self.next.to_be_bytes())?;
+        self.out
+            .write_all(&crate::format::chunk_count_field(self.next).to_be_bytes())?;
         self.out.seek(SeekFrom::Current(back as i64 - 8))?;
         self.out.flush()?;
         Ok(self.out)

@@ -99,24 +99,47 @@ fn small_file() -> (Vec<u8>, Vec<u8>) {
     )
 }
 
+/// A file of `chunks` short chunks with its chunk count recorded.
+fn file_of_chunks(chunks: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut s = Sealer::new(
+        Cursor::new(Vec::new()),
+        Kind::Agent,
+        &[identity(1).to_public()],
+        &mut KatRng::new(10),
+    )
+    .unwrap();
+    let mut plain = Vec::new();
+    for i in 1..chunks {
+        s.seal_chunk(&[i as u8; 3]).unwrap();
+        plain.extend_from_slice(&[i as u8; 3]);
+    }
+    let file = s.finish_and_record_count(b"end").unwrap().into_inner();
+    plain.extend_from_slice(b"end");
+    (file, plain)
+}
+
 #[test]
 fn every_single_bit_flip_is_detected() {
     let alice = identity(1);
-    let (file, plain) = small_file();
-    assert!(
-        file.len() < 400,
-        "keep the exhaustive test small: {} bytes",
-        file.len()
-    );
-    assert_eq!(open(&file, std::slice::from_ref(&alice)).unwrap(), plain);
-    for byte in 0..file.len() {
-        for bit in 0..8 {
-            let mut f = file.clone();
-            f[byte] ^= 1 << bit;
-            assert!(
-                open(&f, std::slice::from_ref(&alice)).is_err(),
-                "flipping bit {bit} of byte {byte} went unnoticed"
-            );
+    // Three chunks; and one and four, whose recorded counts are a single
+    // bit each (a flip must not turn them into "not recorded").
+    for (file, plain) in [small_file(), file_of_chunks(1), file_of_chunks(4)] {
+        assert!(
+            file.len() < 400,
+            "keep the exhaustive test small: {} bytes",
+            file.len()
+        );
+        assert_eq!(open(&file, std::slice::from_ref(&alice)).unwrap(), plain);
+        for byte in 0..file.len() {
+            for bit in 0..8 {
+                let mut f = file.clone();
+                f[byte] ^= 1 << bit;
+                assert!(
+                    open(&f, std::slice::from_ref(&alice)).is_err(),
+                    "flipping bit {bit} of byte {byte} of a {}-byte file went unnoticed",
+                    file.len()
+                );
+            }
         }
     }
 }
