@@ -10,15 +10,17 @@
 //! is found through the locator, the last checkpoint before the time loaded,
 //! and the changes after it applied.
 //!
-//! `cargo bench -p jam-capture --bench replay`. Besides criterion's mean,
-//! the bench prints p50, p99 and the maximum over `JAM_BENCH_STATE_SAMPLES`
-//! (default 1000) random times.
+//! `cargo bench -p jam-capture --bench replay`. After criterion's mean, the
+//! bench prints p50, p99 and the maximum over `JAM_BENCH_STATE_SAMPLES`
+//! (default 1000) random times. Listing (`--list`) records nothing; test
+//! mode (`cargo test --benches`) records 20 s instead of an hour.
 
 use std::hint::black_box;
 use std::io::Cursor;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group};
 use jam_capture::Identity;
 use jam_capture::reader::CaptureReader;
 use jam_capture::synth::{Synth, SynthConfig};
@@ -26,12 +28,32 @@ use jam_capture::writer::{CaptureConfig, CaptureWriter};
 use jam_core::Micros;
 use rand::{RngExt, SeedableRng};
 
-const SESSION: Duration = Duration::from_secs(3600);
+/// True when run by `cargo bench` to measure (not listing, not test mode).
+fn measuring() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--list")
+}
+
+/// Length of the recorded session.
+fn session() -> Duration {
+    if measuring() {
+        Duration::from_secs(3600)
+    } else {
+        Duration::from_secs(20)
+    }
+}
+
+/// The key and the capture, recorded once, on first use.
+static SETUP: LazyLock<(Identity, Vec<u8>)> = LazyLock::new(|| {
+    let id = Identity::from_secret_bytes([3; 32]);
+    let file = capture(&id);
+    (id, file)
+});
 
 fn capture(id: &Identity) -> Vec<u8> {
     let synth = Synth::new(SynthConfig {
         players: 4,
-        duration: SESSION,
+        duration: session(),
         ..SynthConfig::default()
     });
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
@@ -64,26 +86,36 @@ fn state_at(file: &[u8], id: &Identity, t: Micros) -> automerge::Automerge {
 }
 
 fn random_time(rng: &mut rand::rngs::StdRng) -> Micros {
-    Micros(rng.random_range(0..SESSION.as_micros() as u64))
+    Micros(rng.random_range(0..session().as_micros() as u64))
 }
 
 fn bench(c: &mut Criterion) {
-    let id = Identity::from_secret_bytes([3; 32]);
-    let file = capture(&id);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    c.bench_function("state_at_random_time_1h_4_players", |b| {
+        let (id, file) = &*SETUP;
+        b.iter_batched(
+            || random_time(&mut rng),
+            |t| state_at(file, id, t),
+            BatchSize::SmallInput,
+        )
+    });
+}
 
-    // The fast path gives the document a full replay gives.
+/// Checks the fast path against a full replay, then times `state_at` at
+/// many random times and prints the distribution.
+fn distribution() {
+    let (id, file) = &*SETUP;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
     for _ in 0..5 {
         let t = random_time(&mut rng);
-        let fast = state_at(&file, &id, t);
-        let mut lin = CaptureReader::open(&file[..], std::slice::from_ref(&id)).unwrap();
+        let fast = state_at(file, id, t);
+        let mut lin = CaptureReader::open(&file[..], std::slice::from_ref(id)).unwrap();
         let slow = lin.state_at_linear(t).unwrap();
         let (mut a, mut b) = (fast.get_heads(), slow.get_heads());
         a.sort();
         b.sort();
         assert_eq!(a, b, "state at {t}");
     }
-
     let samples: usize = std::env::var("JAM_BENCH_STATE_SAMPLES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -92,14 +124,14 @@ fn bench(c: &mut Criterion) {
         .map(|_| {
             let t = random_time(&mut rng);
             let s = Instant::now();
-            black_box(state_at(&file, &id, t));
+            black_box(state_at(file, id, t));
             (s.elapsed(), t)
         })
         .collect();
     times.sort();
     let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize].0;
     let (max, worst_t) = times[times.len() - 1];
-    let doc = state_at(&file, &id, Micros(SESSION.as_micros() as u64));
+    let doc = state_at(file, id, Micros(session().as_micros() as u64));
     println!(
         "state_at over {samples} random times: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (at {worst_t}); final document {} changes, {} KiB saved",
         pct(0.5).as_secs_f64() * 1e3,
@@ -108,13 +140,12 @@ fn bench(c: &mut Criterion) {
         doc.get_changes(&[]).len(),
         doc.save().len() / 1024,
     );
-
-    // The slowest times again: deterministic cost or a scheduling hiccup?
+    // The slowest times again: deterministic cost or a scheduling stall?
     for &(d, t) in times.iter().rev().take(5) {
         let again = (0..5)
             .map(|_| {
                 let s = Instant::now();
-                black_box(state_at(&file, &id, t));
+                black_box(state_at(file, id, t));
                 s.elapsed()
             })
             .min()
@@ -125,15 +156,14 @@ fn bench(c: &mut Criterion) {
             again.as_secs_f64() * 1e3
         );
     }
-
-    c.bench_function("state_at_random_time_1h_4_players", |b| {
-        b.iter_batched(
-            || random_time(&mut rng),
-            |t| state_at(&file, &id, t),
-            BatchSize::SmallInput,
-        )
-    });
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    if measuring() {
+        distribution();
+    }
+    Criterion::default().configure_from_args().final_summary();
+}

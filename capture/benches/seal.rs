@@ -7,21 +7,34 @@
 //! construction (key wrap, chunking, AEAD, copies), not of a disk.
 //!
 //! `cargo bench -p jam-capture --bench seal`; `JAM_BENCH_SEAL_MIB` changes
-//! the stream size (default 256). The ratio to age is printed at the end.
+//! the stream size (default 256). After criterion's runs, 7 interleaved
+//! rounds (jam, age, jam, age, ...) print the ratio to age; set
+//! `JAM_BENCH_RATIO=0` to skip them. Listing (`--list`) and test mode
+//! (`cargo test --benches`) set nothing up beyond 1 MiB and print nothing.
 
 use std::hint::black_box;
 use std::io::{self, Read, Write};
 use std::iter;
+use std::sync::LazyLock;
 use std::time::Duration;
 
-use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group};
 use jam_capture::{Identity, Kind, Opener, SealWriter};
 use rand::SeedableRng;
 
 /// Bytes per `write_all` / `read` call.
 const IO_BLOCK: usize = 1 << 20;
 
+/// True when run by `cargo bench` to measure (not listing, not test mode).
+fn measuring() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--list")
+}
+
 fn size() -> usize {
+    if !measuring() {
+        return 1 << 20;
+    }
     std::env::var("JAM_BENCH_SEAL_MIB")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
@@ -94,7 +107,19 @@ fn age_open(file: &[u8], id: &age::x25519::Identity, buf: &mut [u8]) -> usize {
     )
 }
 
-fn bench(c: &mut Criterion) {
+/// The stream and both sides' keys and sealed files, made once, on first
+/// use (so that listing the benchmarks costs nothing).
+struct Setup {
+    plain: Vec<u8>,
+    jam_id: Identity,
+    jam_to: jam_capture::Recipient,
+    age_id: age::x25519::Identity,
+    age_to: age::x25519::Recipient,
+    jam_file: Vec<u8>,
+    age_file: Vec<u8>,
+}
+
+static SETUP: LazyLock<Setup> = LazyLock::new(|| {
     let len = size();
     let plain = data(len);
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -102,23 +127,17 @@ fn bench(c: &mut Criterion) {
     let jam_to = jam_id.to_public();
     let age_id = age::x25519::Identity::generate();
     let age_to = age_id.to_public();
-
     let mut jam_file = Vec::new();
-    {
-        let mut w = SealWriter::new(&mut jam_file, Kind::Agent, &[jam_to], &mut rng).unwrap();
-        w.write_all(&plain).unwrap();
-        w.finish().unwrap();
-    }
+    let mut w = SealWriter::new(&mut jam_file, Kind::Agent, &[jam_to], &mut rng).unwrap();
+    w.write_all(&plain).unwrap();
+    w.finish().unwrap();
     let mut age_file = Vec::new();
-    {
-        let mut w = age::Encryptor::with_recipients(iter::once(&age_to as &dyn age::Recipient))
-            .unwrap()
-            .wrap_output(&mut age_file)
-            .unwrap();
-        w.write_all(&plain).unwrap();
-        w.finish().unwrap();
-    }
-    let mut buf = vec![0u8; IO_BLOCK];
+    let mut w = age::Encryptor::with_recipients(iter::once(&age_to as &dyn age::Recipient))
+        .unwrap()
+        .wrap_output(&mut age_file)
+        .unwrap();
+    w.write_all(&plain).unwrap();
+    w.finish().unwrap();
     // Both sides give back exactly the plaintext before anything is timed.
     let mut check = Vec::with_capacity(len);
     Opener::new(&jam_file[..], std::slice::from_ref(&jam_id))
@@ -135,9 +154,23 @@ fn bench(c: &mut Criterion) {
         .read_to_end(&mut check)
         .unwrap();
     assert!(check == plain, "age round trip");
-    drop(check);
+    Setup {
+        plain,
+        jam_id,
+        jam_to,
+        age_id,
+        age_to,
+        jam_file,
+        age_file,
+    }
+});
 
+fn bench(c: &mut Criterion) {
+    let len = size();
     let mib = len >> 20;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    let mut buf = vec![0u8; IO_BLOCK];
+
     let mut g = c.benchmark_group(format!("seal_{mib}MiB"));
     g.throughput(Throughput::Bytes(len as u64));
     // One pass takes a few hundred ms: one pass per sample.
@@ -145,35 +178,52 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     g.warm_up_time(Duration::from_secs(1));
     g.measurement_time(Duration::from_secs(5));
-    g.bench_function("jam", |b| b.iter(|| jam_seal(&plain, &jam_to, &mut rng)));
-    g.bench_function("age", |b| b.iter(|| age_seal(&plain, &age_to)));
+    g.bench_function("jam", |b| {
+        let s = &*SETUP;
+        b.iter(|| jam_seal(&s.plain, &s.jam_to, &mut rng))
+    });
+    g.bench_function("age", |b| {
+        let s = &*SETUP;
+        b.iter(|| age_seal(&s.plain, &s.age_to))
+    });
     g.finish();
 
     let mut g = c.benchmark_group(format!("open_{mib}MiB"));
     g.throughput(Throughput::Bytes(len as u64));
-    // One pass takes a few hundred ms: one pass per sample.
     g.sampling_mode(SamplingMode::Flat);
     g.sample_size(10);
     g.warm_up_time(Duration::from_secs(1));
     g.measurement_time(Duration::from_secs(5));
-    g.bench_function("jam", |b| b.iter(|| jam_open(&jam_file, &jam_id, &mut buf)));
-    g.bench_function("age", |b| b.iter(|| age_open(&age_file, &age_id, &mut buf)));
+    g.bench_function("jam", |b| {
+        let s = &*SETUP;
+        b.iter(|| jam_open(&s.jam_file, &s.jam_id, &mut buf))
+    });
+    g.bench_function("age", |b| {
+        let s = &*SETUP;
+        b.iter(|| age_open(&s.age_file, &s.age_id, &mut buf))
+    });
     g.finish();
+}
 
+/// The interleaved rounds and the ratio to age.
+fn ratio() {
+    let s = &*SETUP;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let mut buf = vec![0u8; IO_BLOCK];
     let mut rounds = Rounds::default();
     for _ in 0..RATIO_ROUNDS {
         rounds
             .jam_seal
-            .push(secs(|| jam_seal(&plain, &jam_to, &mut rng)));
-        rounds.age_seal.push(secs(|| age_seal(&plain, &age_to)));
+            .push(secs(|| jam_seal(&s.plain, &s.jam_to, &mut rng)));
+        rounds.age_seal.push(secs(|| age_seal(&s.plain, &s.age_to)));
         rounds
             .jam_open
-            .push(secs(|| jam_open(&jam_file, &jam_id, &mut buf)));
+            .push(secs(|| jam_open(&s.jam_file, &s.jam_id, &mut buf)));
         rounds
             .age_open
-            .push(secs(|| age_open(&age_file, &age_id, &mut buf)));
+            .push(secs(|| age_open(&s.age_file, &s.age_id, &mut buf)));
     }
-    rounds.print(mib);
+    rounds.print(size() >> 20);
 }
 
 /// Rounds of the interleaved ratio measurement.
@@ -230,4 +280,11 @@ impl Rounds {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    if measuring() && std::env::var("JAM_BENCH_RATIO").as_deref() != Ok("0") {
+        ratio();
+    }
+    Criterion::default().configure_from_args().final_summary();
+}
