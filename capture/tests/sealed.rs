@@ -619,3 +619,37 @@ fn multi_gib_stream_round_trips_in_constant_memory() {
     producer.join().unwrap();
     assert_eq!(got, total);
 }
+
+/// Empty chunks anywhere, read through buffers that hold a whole chunk (the
+/// plaintext is decrypted straight into them) and through 1-byte reads.
+#[test]
+fn empty_chunks_read_through_any_buffer_size() {
+    let alice = identity(1);
+    let mut s = Sealer::new(
+        Vec::new(),
+        Kind::Agent,
+        &[alice.to_public()],
+        &mut KatRng::new(11),
+    )
+    .unwrap();
+    for c in [&b""[..], b"hello", b"", b"", b" world"] {
+        s.seal_chunk(c).unwrap();
+    }
+    let file = s.finish(b"").unwrap();
+    for size in [1, 3, CHUNK_SIZE, 2 * CHUNK_SIZE] {
+        let mut r = Opener::new(&file[..], std::slice::from_ref(&alice))
+            .unwrap()
+            .into_reader();
+        let mut buf = vec![0u8; size];
+        let mut got = Vec::new();
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, b"hello world", "buffer of {size}");
+        assert_eq!(r.read(&mut buf).unwrap(), 0, "stays at the end");
+    }
+}
