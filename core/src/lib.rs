@@ -18,17 +18,29 @@
 //! assert_eq!(on.as_slice(), &[0x90, 60, 100]);
 //! ```
 //!
+//! The shared musical clock lives here too, as pure maths, because the
+//! engine and the prediction crate need it without depending on the session
+//! document: [`timeline`] ([`Tempo`], [`Meter`], [`Timeline`] with
+//! `beat_at`/`time_at`, phase and boundaries) and [`session_time`]
+//! ([`SessionTime`], the shared time axis, and [`SessionClock`], which maps a
+//! peer's local clock onto it).
+//!
 //! Not here: protocol codecs (`jam-transport`), the tempo timeline's storage
-//! (`jam-session-crdt`), anything that touches sockets, files or threads.
+//! and conflict resolution (`jam-session-crdt`), anything that touches
+//! sockets, files or threads.
 
 pub mod beats;
 pub mod clock;
 pub mod midi;
 pub mod peer;
+pub mod session_time;
 pub mod time;
+pub mod timeline;
 
 pub use beats::Beats;
 pub use clock::{Clock, MonotonicClock};
 pub use midi::{MidiError, ShortMessage};
 pub use peer::PeerId;
+pub use session_time::{SessionClock, SessionTime};
 pub use time::Micros;
+pub use timeline::{Meter, Tempo, TempoChange, Timeline};

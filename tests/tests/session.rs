@@ -1,0 +1,5 @@
+//! Session-state scenarios: replicas converging over an impaired network,
+//! and the `jam session` command's output.
+
+mod session_cli;
+mod session_convergence;
