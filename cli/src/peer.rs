@@ -16,6 +16,11 @@
 //! engine's output events (live mode): what the network delivered, with its
 //! recovered flag and local receive time, when the engine places it.
 //!
+//! `--capture FILE.scp` hands the engine worker a [`Recording`]: every
+//! event sent and received goes into a sealed capture for the `--to`
+//! recipients (default: the public key of `--key`), finished when the
+//! session ends.
+//!
 //! Through the engine, two things differ from a bare transport participant,
 //! and the printed fields keep their meaning as follows:
 //!
@@ -35,12 +40,13 @@
 use crate::midifile::{self, Timed};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use jam_capture::Recipient;
 use jam_core::{Clock, Micros, MonotonicClock, PeerId};
 use jam_engine::EngineRt;
 use jam_engine::net::{NetEvent, NetLink, NetPort, SessionAddress, net_link};
 use jam_engine::{
     Block, Engine, EngineConfig, EngineControl, EventBuffer, HostEvent, MAX_EVENTS_PER_BLOCK,
-    NetworkConfig, OutEvent, Received, Settings, network,
+    NetworkConfig, OutEvent, Received, Recording, RecordingStart, Settings, network,
 };
 use rand::SeedableRng;
 use serde_json::json;
@@ -86,6 +92,16 @@ pub(crate) struct Args {
     /// Seed for the SSRC, tokens and sequence numbers (default: random).
     #[arg(long)]
     seed: Option<u64>,
+    /// Record every MIDI event this peer sends and receives into a new
+    /// sealed capture (refuses to replace a file); finished on exit.
+    #[arg(long, value_name = "FILE.scp")]
+    capture: Option<PathBuf>,
+    /// Who can open the capture (a jam1… public key); repeatable. Default:
+    /// the public key of --key.
+    #[arg(long, value_name = "PUBKEY", requires = "capture")]
+    to: Vec<String>,
+    #[arg(long, help = crate::util::KEY_HELP, requires = "capture")]
+    key: Option<PathBuf>,
 }
 
 /// Maps the driver's monotonic clock to wall-clock microseconds, for
@@ -130,6 +146,20 @@ pub(crate) fn run(args: Args) -> Result<()> {
         Some(path) => Some(midifile::load(path)?),
         None => None,
     };
+    let recipients = match &args.capture {
+        Some(_) if args.to.is_empty() => {
+            vec![crate::util::load_identity(args.key.as_deref())?.to_public()]
+        }
+        Some(_) => args
+            .to
+            .iter()
+            .map(|s| {
+                s.parse::<Recipient>()
+                    .with_context(|| format!("--to {s} is not a jam1… public key"))
+            })
+            .collect::<Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
     let clock = MonotonicClock::new();
     let wall = WallClock {
         origin_unix_us: SystemTime::now()
@@ -169,6 +199,17 @@ pub(crate) fn run(args: Args) -> Result<()> {
         .spawn_on_then(runtime, worker_link, Some(network_task))
         .context("starting the engine worker")?;
     let control = handle.control();
+    if let Some(path) = &args.capture {
+        let start = RecordingStart {
+            recorder: local,
+            recorder_name: args.name.clone(),
+            session_schema: jam_session_crdt::schema::SCHEMA_MAJOR,
+            tempo_bpm: jam_engine::Timeline::default().bpm(),
+        };
+        let recording =
+            Recording::create(path, &recipients, start, clock, &mut crate::util::os_rng())?;
+        control.start_capture(recording);
+    }
     for addr in invites {
         control.invite(SessionAddress::Direct(addr));
     }
@@ -190,8 +231,24 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let result = audio
         .join()
         .map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
+    let captured = args
+        .capture
+        .is_some()
+        .then(|| control.finish_capture().blocking_recv());
     handle.stop();
     result?;
+    match captured {
+        Some(Ok(Some(Ok(s)))) => eprintln!(
+            "jam peer {}: wrote capture {} ({} MIDI events, {} records)",
+            args.name,
+            s.path.display(),
+            s.stats.midi_events,
+            s.stats.records
+        ),
+        Some(Ok(Some(Err(e)))) => return Err(e.into()),
+        Some(Ok(None)) | Some(Err(_)) => bail!("the capture was not finished"),
+        None => {}
+    }
     eprintln!("jam peer {}: session ended", args.name);
     Ok(())
 }

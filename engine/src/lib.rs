@@ -54,6 +54,7 @@
 //! [`EngineControl::set_timeline`]), prediction and the coherent and
 //! predictive latency modes (`jam-predict`), the host API (`jam-plugin`).
 
+pub mod capture;
 pub mod event;
 pub mod midi_manager;
 pub mod net;
@@ -65,6 +66,7 @@ pub mod synth;
 pub mod timeline;
 pub mod worker;
 
+pub use capture::{Recording, RecordingError, RecordingStart, RecordingSummary};
 pub use event::{EventBuffer, HostEvent, OutEvent, Received, RemoteEvent, StampedEvent};
 pub use midi_manager::{BlockClock, BlockTimer, HostTransport, MidiManager};
 pub use net::{NetCommand, NetEvent, NetLink, NetPort, Role, SessionAddress};

@@ -8,12 +8,16 @@
 //!   into one [`NetCommand::SendMidi`], and announces a changed local role;
 //! - each [`NetEvent`] updates the peer table (slots, names, roles, figures)
 //!   and remote MIDI goes into the incoming ring with the sender's slot;
-//! - user commands ([`EngineControl`]) become [`NetCommand`]s.
+//! - user commands ([`EngineControl`]) become [`NetCommand`]s;
+//! - while a capture runs ([`EngineControl::start_capture`]), every event
+//!   sent and received goes into it, and it is ticked every [`WORKER_TICK`]
+//!   (see [`crate::capture`]); it is finished when the worker stops.
 //!
 //! Everything that may allocate, block or log happens here, never on the
 //! audio thread. The worker never waits on the network side either: a full
 //! command queue drops the command and counts it.
 
+use crate::capture::{self, Recording, RecordingError, RecordingSummary};
 use crate::net::{ConnectionState, NetCommand, NetEvent, NetLink, Role, SessionAddress};
 use crate::rt::Inbound;
 use crate::stats::{CounterView, PeerTable, PeerView};
@@ -26,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// How often the worker drains the outgoing ring. The audio thread cannot
 /// wake the worker without a syscall, so the worker polls; this bounds the
@@ -38,7 +42,7 @@ pub const WORKER_TICK: Duration = Duration::from_millis(1);
 pub const NET_CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// What the user interface (or the CLI) asks of the worker.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 enum Control {
     Join {
         address: SessionAddress,
@@ -49,8 +53,14 @@ enum Control {
     Leave,
     BrowseLan(bool),
     Timeline(Timeline),
+    StartCapture(Box<Recording>),
+    FinishCapture(oneshot::Sender<Option<Result<RecordingSummary, RecordingError>>>),
     Shutdown,
 }
+
+/// What [`EngineControl::finish_capture`] answers: `None` when no capture
+/// was running, else how it ended.
+pub type CaptureDone = oneshot::Receiver<Option<Result<RecordingSummary, RecordingError>>>;
 
 /// A cheap, cloneable handle for the user interface and the CLI: commands
 /// to the worker and read access to the shared figures.
@@ -101,6 +111,22 @@ impl EngineControl {
         self.send(Control::Timeline(timeline));
     }
 
+    /// Starts recording every event sent and received into `recording`
+    /// (finishing a capture already running first). The worker finishes it
+    /// when it stops, or on [`EngineControl::finish_capture`].
+    pub fn start_capture(&self, recording: Recording) {
+        self.send(Control::StartCapture(Box::new(recording)));
+    }
+
+    /// Finishes the running capture (index, chunk count, sync). The answer
+    /// comes on the returned channel (`blocking_recv` outside a runtime);
+    /// a stopped worker drops the sender, which reads as an error.
+    pub fn finish_capture(&self) -> CaptureDone {
+        let (tx, rx) = oneshot::channel();
+        self.send(Control::FinishCapture(tx));
+        rx
+    }
+
     /// The participants with their figures.
     pub fn peers(&self) -> Vec<PeerView> {
         self.shared.peers.snapshot()
@@ -140,6 +166,10 @@ pub struct EngineWorker {
     /// Slots of present peers (mirror of the peer table, no lock per event).
     slots: HashMap<PeerId, u8>,
     role: Role,
+    /// The session timeline (the beat of received events without one).
+    timeline: Timeline,
+    /// The capture being written, if any.
+    recording: Option<Recording>,
 }
 
 /// A running worker thread. Dropping it stops and joins the thread.
@@ -191,6 +221,8 @@ impl EngineWorker {
             control_rx,
             slots: HashMap::new(),
             role: Role::Auto,
+            timeline: Timeline::default(),
+            recording: None,
         }
     }
 
@@ -267,10 +299,29 @@ impl EngineWorker {
                     None | Some(Control::Shutdown) => break,
                     Some(c) => self.handle_control(c, &net),
                 },
-                _ = tick.tick() => self.flush(&net),
+                _ = tick.tick() => {
+                    self.flush(&net);
+                    if let Some(r) = &mut self.recording {
+                        r.tick();
+                    }
+                }
             }
         }
         self.flush(&net);
+        if let Some(done) = self.finish_capture() {
+            match done {
+                Ok(s) => tracing::info!(
+                    path = %s.path.display(),
+                    events = s.stats.midi_events,
+                    "capture finished"
+                ),
+                Err(e) => tracing::error!("{e}"),
+            }
+        }
+    }
+
+    fn finish_capture(&mut self) -> Option<Result<RecordingSummary, RecordingError>> {
+        self.recording.take().map(Recording::finish)
     }
 
     fn command(&self, net: &NetLink, cmd: NetCommand) {
@@ -288,6 +339,9 @@ impl EngineWorker {
         if n > 0 {
             let mut batch = Vec::with_capacity(n);
             while let Ok(e) = self.from_rt.pop() {
+                if let Some(r) = &mut self.recording {
+                    r.sent(&e);
+                }
                 batch.push(e);
             }
             self.shared
@@ -330,7 +384,27 @@ impl EngineWorker {
                 self.shared.peers.set_connection(ConnectionState::Idle);
             }
             Control::BrowseLan(on) => self.command(net, NetCommand::BrowseLan(on)),
-            Control::Timeline(t) => self.push_to_rt(Inbound::Timeline(t)),
+            Control::Timeline(t) => {
+                self.timeline = t;
+                self.push_to_rt(Inbound::Timeline(t));
+            }
+            Control::StartCapture(r) => {
+                if let Some(Err(e)) = self.finish_capture() {
+                    tracing::error!("{e}");
+                }
+                let mut r = *r;
+                // Participants already here: their names go in first.
+                let beat = self.timeline.beat_at(jam_core::Clock::now(r.clock()));
+                for p in self.shared.peers.snapshot() {
+                    r.peer_name(p.peer, &p.name, beat);
+                }
+                self.recording = Some(r);
+            }
+            Control::FinishCapture(reply) => {
+                // What the audio thread played up to now goes in first.
+                self.flush(net);
+                let _ = reply.send(self.finish_capture());
+            }
             Control::Shutdown => {}
         }
     }
@@ -371,6 +445,10 @@ impl EngineWorker {
             NetEvent::PeerJoined {
                 peer, name, role, ..
             } => {
+                if let Some(r) = &mut self.recording {
+                    let beat = self.timeline.beat_at(jam_core::Clock::now(r.clock()));
+                    r.peer_name(peer, &name, beat);
+                }
                 if self.slots.contains_key(&peer) {
                     self.shared.peers.join(peer, &name, role);
                 } else if self.slot_for(peer, &name, role).is_none() {
@@ -401,6 +479,16 @@ impl EngineWorker {
                     return;
                 };
                 self.shared.peers.add_event(slot, recovered);
+                if let Some(r) = &mut self.recording {
+                    r.received(capture::Incoming {
+                        peer,
+                        msg,
+                        sent_at,
+                        beat: beat.unwrap_or_else(|| self.timeline.beat_at(sent_at)),
+                        arrival,
+                        recovered,
+                    });
+                }
                 self.push_to_rt(Inbound::Midi(RemoteEvent {
                     slot,
                     msg,
