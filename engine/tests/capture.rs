@@ -5,6 +5,9 @@
 //! (the real transport behind it is tested by `jam peer --capture` in
 //! `tests/tests/peer_capture.rs`).
 
+mod common;
+use common::wait_for;
+
 use jam_capture::Identity;
 use jam_capture::reader::CaptureReader;
 use jam_capture::record::{Direction, MidiEvent, Record};
@@ -15,15 +18,7 @@ use jam_engine::{
     RecordingError, RecordingStart,
 };
 use rand::SeedableRng;
-use std::time::{Duration, Instant};
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
 
 #[test]
 fn the_worker_records_sent_and_received_events_with_their_beats() {

@@ -3,6 +3,9 @@
 //! into one come out of the other on the participant's channel, with the
 //! sender's time mapped onto the shared clock, and the figures show up.
 
+mod common;
+use common::wait_for;
+
 use jam_core::{Clock, Micros, MonotonicClock, PeerId, ShortMessage};
 use jam_engine::net::{ConnectionState, SessionAddress};
 use jam_engine::{
@@ -49,13 +52,6 @@ impl Node {
     }
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 #[test]
 fn two_engines_play_to_each_other_over_loopback() {
