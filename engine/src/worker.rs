@@ -113,7 +113,10 @@ impl EngineControl {
 
     /// Starts recording every event sent and received into `recording`
     /// (finishing a capture already running first). The worker finishes it
-    /// when it stops, or on [`EngineControl::finish_capture`].
+    /// when it stops, or on [`EngineControl::finish_capture`]. Commands
+    /// from this handle are carried out in order, so a capture started
+    /// before a join or an invite records the whole session; events the
+    /// network side delivered before it are not recorded.
     pub fn start_capture(&self, recording: Recording) {
         self.send(Control::StartCapture(Box::new(recording)));
     }

@@ -12,13 +12,12 @@ use jam_capture::Identity;
 use jam_capture::reader::CaptureReader;
 use jam_capture::record::{Direction, MidiEvent, Record};
 use jam_core::{Beats, Micros, MonotonicClock, PeerId, ShortMessage};
-use jam_engine::net::{NetCommand, NetEvent, Role, net_link};
+use jam_engine::net::{NetCommand, NetEvent, Role, SessionAddress, net_link};
 use jam_engine::{
     Block, Engine, EngineConfig, EventBuffer, HostEvent, MAX_EVENTS_PER_BLOCK, Recording,
     RecordingError, RecordingStart,
 };
 use rand::SeedableRng;
-
 
 #[test]
 fn the_worker_records_sent_and_received_events_with_their_beats() {
@@ -49,6 +48,16 @@ fn the_worker_records_sent_and_received_events_with_their_beats() {
         "{again:?}"
     );
     control.start_capture(rec);
+    // Control messages are handled in order, but apart from the network
+    // side's events: once the invite after it comes out, the capture runs.
+    let invite = SessionAddress::Direct("127.0.0.1:5004".parse().unwrap());
+    control.invite(invite.clone());
+    loop {
+        match port.commands.blocking_recv().unwrap() {
+            NetCommand::Invite(a) if a == invite => break,
+            _ => continue,
+        }
+    }
 
     // Carol joins and plays two notes; the second was rebuilt by the
     // journal and its beat comes with it.

@@ -52,7 +52,6 @@ impl Node {
     }
 }
 
-
 #[test]
 fn two_engines_play_to_each_other_over_loopback() {
     let clock = MonotonicClock::new();
