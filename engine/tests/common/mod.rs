@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 /// Polls `f` until it holds; fails the test after 20 s, naming `what`.
-pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
