@@ -88,4 +88,5 @@ pub mod participant;
 pub mod relay;
 pub mod reliable;
 pub mod rtp;
+pub mod secure;
 pub mod sim;
