@@ -518,6 +518,11 @@ pub fn pairwise_key(
     Some(out)
 }
 
+/// The X25519 public key of a raw 32-byte secret.
+pub fn public_key(secret: &[u8; 32]) -> [u8; 32] {
+    PublicKey::from(&StaticSecret::from(*secret)).to_bytes()
+}
+
 fn next_epoch(previous: u32, unix_secs: u64) -> u32 {
     let wall = u32::try_from(unix_secs).unwrap_or(u32::MAX - 1);
     wall.max(previous.saturating_add(1))
