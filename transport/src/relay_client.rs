@@ -783,3 +783,160 @@ impl Protocol for RelayPeer {
         self.events.pop_front()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::{HelloAck, KeepaliveAck, ServerSecret};
+    use proptest::prelude::*;
+
+    const UNIX0: u64 = 1_700_000_000_000_000;
+
+    fn client() -> (RelayClient, HelloKey) {
+        let (ticket, key) = Ticket::issue(&ServerSecret([3; 32]), 0xabc, 7, u64::MAX);
+        let cfg = RelayClientConfig::new("127.0.0.1:4000".parse().unwrap(), ticket, key.clone());
+        (RelayClient::new(cfg, Micros::ZERO, UNIX0, 1), key)
+    }
+
+    fn hello_of(bytes: &[u8]) -> Hello {
+        match Packet::decode(bytes).unwrap() {
+            Packet::Hello(_, h) => h,
+            other => panic!("expected a hello, got {other:?}"),
+        }
+    }
+
+    fn ack(key: &HelloKey, nonce: u64) -> Vec<u8> {
+        let a = HelloAck {
+            client_time_us: 0,
+            nonce,
+            relay_time_us: UNIX0,
+            observed: "203.0.113.5:40000".parse().unwrap(),
+        };
+        let mut buf = [0u8; 128];
+        let n = relay::encode_hello_ack(0xabc, 7, &a, key, &mut buf).unwrap();
+        buf[..n].to_vec()
+    }
+
+    #[test]
+    fn connects_only_on_an_authentic_ack_to_our_hello() {
+        let (mut c, key) = client();
+        c.handle_timeout(Micros::ZERO);
+        let h = hello_of(&c.poll_transmit().unwrap());
+        assert_eq!(h.client_time_us, UNIX0);
+        // Wrong key, wrong nonce: ignored.
+        assert!(
+            c.handle_datagram(Micros(1), &ack(&HelloKey([9; 32]), h.nonce))
+                .is_none()
+        );
+        assert!(
+            c.handle_datagram(Micros(1), &ack(&key, h.nonce ^ 1))
+                .is_none()
+        );
+        assert_eq!(c.state(), RelayState::Connecting);
+        c.handle_datagram(Micros(2), &ack(&key, h.nonce));
+        assert_eq!(c.state(), RelayState::Connected);
+        assert!(matches!(
+            c.poll_event(),
+            Some(RelayClientEvent::Connected { count: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn keepalives_flow_and_silence_brings_a_fresh_hello() {
+        let (mut c, key) = client();
+        c.handle_timeout(Micros::ZERO);
+        let h1 = hello_of(&c.poll_transmit().unwrap());
+        c.handle_datagram(Micros::ZERO, &ack(&key, h1.nonce));
+        c.poll_event();
+        // One keepalive per second while the relay answers.
+        let mut t = Micros::ZERO;
+        for seq in 1..=3u32 {
+            t = c.poll_timeout().unwrap();
+            c.handle_timeout(t);
+            let ka = c.poll_transmit().unwrap();
+            let Packet::Keepalive(_, k) = Packet::decode(&ka).unwrap() else {
+                panic!("expected a keepalive")
+            };
+            key.verify(&ka).unwrap();
+            assert_eq!(k.seq, seq);
+            let a = KeepaliveAck {
+                seq,
+                client_time_us: k.client_time_us,
+                relay_time_us: 0,
+            };
+            let mut buf = [0u8; 128];
+            let n = relay::encode_keepalive_ack(0xabc, 7, &a, &key, &mut buf).unwrap();
+            c.handle_datagram(t + Duration::from_millis(3), &buf[..n]);
+        }
+        assert_eq!(c.rtt(), Some(Duration::from_millis(3)));
+        // The relay goes silent (restarted): after `lost_after`, a new hello
+        // with a later client time, retried until answered.
+        let mut hellos = Vec::new();
+        while hellos.len() < 3 {
+            t = c.poll_timeout().unwrap();
+            c.handle_timeout(t);
+            while let Some(p) = c.poll_transmit() {
+                if let Ok(Packet::Hello(_, h)) = Packet::decode(&p) {
+                    hellos.push(h);
+                }
+            }
+        }
+        assert_eq!(c.poll_event(), Some(RelayClientEvent::Lost));
+        assert!(
+            hellos
+                .windows(2)
+                .all(|w| w[1].client_time_us > w[0].client_time_us)
+        );
+        assert!(hellos[0].client_time_us > h1.client_time_us);
+        c.handle_datagram(t, &ack(&key, hellos[2].nonce));
+        assert!(matches!(
+            c.poll_event(),
+            Some(RelayClientEvent::Connected { count: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn data_comes_through_and_leave_ends_everything() {
+        let (mut c, key) = client();
+        c.handle_timeout(Micros::ZERO);
+        let h = hello_of(&c.poll_transmit().unwrap());
+        c.handle_datagram(Micros::ZERO, &ack(&key, h.nonce));
+        let mut buf = [0u8; 64];
+        let n = relay::encode_data(0xabc, 9, 7, b"sealed", &mut buf).unwrap();
+        assert_eq!(
+            c.handle_datagram(Micros(5), &buf[..n]),
+            Some((9, &b"sealed"[..]))
+        );
+        // Another session's packet is not ours.
+        let n = relay::encode_data(0xabd, 9, 7, b"x", &mut buf).unwrap();
+        assert_eq!(c.handle_datagram(Micros(5), &buf[..n]), None);
+        c.send(9, b"out").unwrap();
+        assert!(matches!(
+            Packet::decode(&c.poll_transmit().unwrap()),
+            Ok(Packet::Data { dest: 9, .. })
+        ));
+        c.leave(Micros(10));
+        let l = c.poll_transmit().unwrap();
+        assert!(matches!(Packet::decode(&l), Ok(Packet::Leave(..))));
+        key.verify(&l).unwrap();
+        assert_eq!(c.state(), RelayState::Left);
+        assert_eq!(c.poll_timeout(), None);
+    }
+
+    proptest! {
+        #[test]
+        fn virtual_addresses_map_back(member in 1u32.., data: bool) {
+            let mut a = member_addr(member);
+            if data {
+                a.set_port(a.port() + 1);
+            }
+            let ch = if data { Channel::Data } else { Channel::Control };
+            prop_assert_eq!(member_of(a), Some((member, ch)));
+        }
+
+        #[test]
+        fn real_addresses_are_not_members(ip: [u8; 4], port: u16) {
+            prop_assert_eq!(member_of(SocketAddr::from((ip, port))), None);
+        }
+    }
+}

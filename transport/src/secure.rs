@@ -95,8 +95,6 @@ use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
 use hkdf::Hkdf;
 use jam_core::Micros;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use sha2::Sha256;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::{Zeroize, Zeroizing};
@@ -427,6 +425,7 @@ pub struct Member {
 }
 
 /// A sender key of one epoch with the receiver's replay window.
+#[derive(Clone)]
 struct RecvKey {
     epoch: u32,
     key: Zeroizing<[u8; 32]>,
@@ -435,6 +434,7 @@ struct RecvKey {
 }
 
 /// What we hold about one other member.
+#[derive(Clone)]
 struct Peer {
     public_key: [u8; 32],
     /// Pairwise key us → them.
@@ -452,12 +452,17 @@ struct Peer {
 }
 
 /// One member's end-to-end encryption state; see the [module docs](self).
+/// Cloning copies the keys (a clone must not seal: it would reuse nonces;
+/// it serves tests and fuzzing, which open frames against a fixed state).
+#[derive(Clone)]
 pub struct SecureSession {
     session: u64,
     member: u32,
     secret: StaticSecret,
     public: [u8; 32],
-    rng: StdRng,
+    /// Secret seed the sender keys are derived from, and how many were.
+    key_seed: Zeroizing<[u8; 32]>,
+    keys_drawn: u64,
     epoch: u32,
     send_key: Zeroizing<[u8; 32]>,
     send_cipher: ChaCha20Poly1305,
@@ -518,6 +523,16 @@ pub fn pairwise_key(
     Some(out)
 }
 
+/// Sender key number `n` drawn from a secret seed:
+/// `HKDF-SHA256(salt = "jam-e2e-sender-v1", ikm = seed, info = n)`.
+fn sender_key(seed: &[u8; 32], n: u64) -> Zeroizing<[u8; 32]> {
+    let mut out = Zeroizing::new([0u8; 32]);
+    Hkdf::<Sha256>::new(Some(b"jam-e2e-sender-v1"), seed)
+        .expand(&n.to_be_bytes(), out.as_mut())
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    out
+}
+
 /// The X25519 public key of a raw 32-byte secret.
 pub fn public_key(secret: &[u8; 32]) -> [u8; 32] {
     PublicKey::from(&StaticSecret::from(*secret)).to_bytes()
@@ -543,15 +558,15 @@ impl SecureSession {
         let sk = StaticSecret::from(secret);
         secret.zeroize();
         let public = PublicKey::from(&sk).to_bytes();
-        let mut rng = StdRng::from_seed(seed);
-        let mut key = Zeroizing::new([0u8; 32]);
-        rng.fill_bytes(key.as_mut());
+        let key_seed = Zeroizing::new(seed);
+        let key = sender_key(&key_seed, 0);
         SecureSession {
             session,
             member,
             secret: sk,
             public,
-            rng,
+            key_seed,
+            keys_drawn: 1,
             epoch: next_epoch(0, unix_secs),
             send_cipher: ChaCha20Poly1305::new(&(*key).into()),
             send_key: key,
@@ -658,7 +673,8 @@ impl SecureSession {
     /// current member.
     pub fn rotate(&mut self, unix_secs: u64) {
         self.epoch = next_epoch(self.epoch, unix_secs);
-        self.rng.fill_bytes(self.send_key.as_mut());
+        self.send_key = sender_key(&self.key_seed, self.keys_drawn);
+        self.keys_drawn += 1;
         self.send_cipher = ChaCha20Poly1305::new(&(*self.send_key).into());
         self.send_counter = 0;
         self.rotations += 1;
@@ -885,7 +901,8 @@ pub fn fuzz_one(data: &[u8]) {
     let Some((&who, frame)) = data.split_first() else {
         return;
     };
-    let (_, mut b) = fuzz_pair();
+    static START: std::sync::LazyLock<SecureSession> = std::sync::LazyLock::new(|| fuzz_pair().1);
+    let mut b = START.clone();
     let sender = u32::from(who % 4);
     let before = b.held_epochs(1);
     match b.open(Micros::ZERO, sender, frame) {
@@ -936,6 +953,8 @@ fn trim_windows(w: &mut BTreeMap<u32, ReplayWindow>) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
 
     const T0: u64 = 1_700_000_000;
 
