@@ -15,6 +15,7 @@ mod demo;
 mod keys;
 mod midifile;
 mod peer;
+mod peer_server;
 mod session;
 mod util;
 

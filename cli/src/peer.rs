@@ -6,11 +6,12 @@
 //! (or Ctrl-C / SIGTERM) ends every session cleanly with `BY` and exits 0.
 
 use crate::midifile::{self, Timed};
+use crate::peer_server::HasParticipant;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use jam_core::{Clock, Micros, MonotonicClock};
 use jam_transport::applemidi::PeerHandle;
-use jam_transport::driver::{Driver, DriverConfig, DriverHandle};
+use jam_transport::driver::{Driver, DriverConfig, DriverHandle, Protocol};
 use jam_transport::participant::{Participant, ParticipantConfig, ParticipantEvent};
 use jam_transport::rtp::recv::RecvMessage;
 use serde_json::json;
@@ -47,17 +48,19 @@ pub(crate) struct Args {
     /// Seed for the SSRC, tokens and sequence numbers (default: random).
     #[arg(long)]
     seed: Option<u64>,
+    #[command(flatten)]
+    server: crate::peer_server::ServerArgs,
 }
 
 /// Maps the driver's monotonic clock to wall-clock microseconds, for
 /// `t_us` values other processes on the same machine can compare.
 #[derive(Clone, Copy)]
-struct WallClock {
-    origin_unix_us: u64,
+pub(crate) struct WallClock {
+    pub(crate) origin_unix_us: u64,
 }
 
 impl WallClock {
-    fn unix_us(&self, t: Micros) -> u64 {
+    pub(crate) fn unix_us(&self, t: Micros) -> u64 {
         self.origin_unix_us.saturating_add(t.as_micros())
     }
 }
@@ -91,6 +94,17 @@ pub(crate) fn run(args: Args) -> Result<()> {
         Some(path) => Some(midifile::load(path)?),
         None => None,
     };
+    if args.server.server().is_some() {
+        let common = crate::peer_server::Common {
+            name: args.name.clone(),
+            bind: args.listen.ip(),
+            print: args.print,
+            duration: args.duration,
+            seed: args.seed.unwrap_or_else(rand::random),
+            song,
+        };
+        return crate::peer_server::run(args.server, common);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -211,7 +225,7 @@ async fn session(args: Args, invites: Vec<SocketAddr>, song: Option<Vec<Timed>>)
 
 /// Writes one received message as a JSON line and flushes, so a reader on
 /// a pipe sees it at once.
-fn print_midi(
+pub(crate) fn print_midi(
     names: &BTreeMap<PeerHandle, String>,
     peer: PeerHandle,
     message: &RecvMessage,
@@ -233,16 +247,24 @@ fn print_midi(
 }
 
 /// Plays a MIDI file in real time from now.
-async fn play(driver: DriverHandle<Participant>, clock: MonotonicClock, events: Vec<Timed>) {
+pub(crate) async fn play<P: Protocol + HasParticipant>(
+    driver: DriverHandle<P>,
+    clock: MonotonicClock,
+    events: Vec<Timed>,
+) {
     let start = tokio::time::Instant::now();
     for e in events {
         tokio::time::sleep_until(start + e.at()).await;
         let time = clock.now();
         let sent = match e {
-            Timed::Short(_, m) => driver.call(move |p, now| p.send(now, time, m)).await,
+            Timed::Short(_, m) => {
+                driver
+                    .call(move |p, now| p.participant_mut().send(now, time, m))
+                    .await
+            }
             Timed::SysEx(_, bytes) => {
                 driver
-                    .call(move |p, now| p.send_sysex(now, time, &bytes))
+                    .call(move |p, now| p.participant_mut().send_sysex(now, time, &bytes))
                     .await
             }
         };
@@ -254,7 +276,7 @@ async fn play(driver: DriverHandle<Participant>, clock: MonotonicClock, events: 
 }
 
 /// Resolves on Ctrl-C, or SIGTERM on Unix.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -407,6 +407,8 @@ pub struct PeerOptions {
     pub bind: IpAddr,
     /// How often the member list is fetched.
     pub poll_interval: Duration,
+    /// The clock the driver runs on (share it to stamp MIDI you send).
+    pub clock: MonotonicClock,
 }
 
 impl PeerOptions {
@@ -419,6 +421,7 @@ impl PeerOptions {
             key_seed,
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             poll_interval: Duration::from_millis(500),
+            clock: MonotonicClock::new(),
         }
     }
 }
@@ -472,7 +475,7 @@ pub async fn spawn_peer(
         ..DriverConfig::loopback()
     };
     let members = joined.members.clone();
-    let (driver, events) = Driver::spawn(driver_config, MonotonicClock::new(), move |now| {
+    let (driver, events) = Driver::spawn(driver_config, opts.clock, move |now| {
         let mut p = RelayPeer::new(config, now);
         p.set_members(now, &members);
         p
