@@ -484,8 +484,15 @@ pub struct RelayPeer {
     now_base: Micros,
     events: VecDeque<RelayPeerEvent>,
     stats: RelayPeerStats,
+    /// Frames that could not be opened yet, per sender.
+    held: BTreeMap<u32, VecDeque<Vec<u8>>>,
     now: Micros,
 }
+
+/// How many frames per sender wait for a key or a member-list entry.
+const HELD_PER_SENDER: usize = 32;
+/// For how many senders frames wait at most.
+const HELD_SENDERS: usize = 64;
 
 impl RelayPeer {
     /// A peer that starts saying hello to the relay at once.
@@ -512,6 +519,7 @@ impl RelayPeer {
             now_base: now,
             events: VecDeque::new(),
             stats: RelayPeerStats::default(),
+            held: BTreeMap::new(),
             now,
         }
     }
@@ -589,6 +597,15 @@ impl RelayPeer {
             .filter(|m| m.id != me)
             .map(|m| (m.id, *m))
             .collect();
+        let known: Vec<u32> = self
+            .held
+            .keys()
+            .copied()
+            .filter(|id| self.members.contains_key(id))
+            .collect();
+        for id in known {
+            self.release_held(now, id);
+        }
         self.invite_missing(now);
     }
 
@@ -667,6 +684,61 @@ impl RelayPeer {
         }
     }
 
+    /// Opens a frame from `sender` and hands its contents on. A frame we
+    /// cannot open *yet* (its sender is not in our member list yet, or its
+    /// key has not arrived) is held, a few per sender, and tried again when
+    /// the member list or the key arrives: a newcomer's first packets (its
+    /// key, its answer to an invitation) then cost no retry.
+    fn deliver(&mut self, now: Micros, sender: u32, payload: Vec<u8>) {
+        match self.secure.open(now, sender, &payload) {
+            Ok(Opened::Data { channel, body }) => {
+                self.stats.opened += 1;
+                let port = match channel {
+                    Channel::Control => Port::Control,
+                    Channel::Data => Port::Data,
+                    Channel::Reliable => {
+                        self.events.push_back(RelayPeerEvent::Reliable {
+                            from: sender,
+                            bytes: body.to_vec(),
+                        });
+                        return;
+                    }
+                };
+                let mut from = member_addr(sender);
+                if port == Port::Data {
+                    from.set_port(from.port() + 1);
+                }
+                let body = body.to_vec();
+                Protocol::handle_datagram(&mut self.participant, now, port, from, &body);
+                self.pump_participant_events();
+            }
+            Ok(Opened::KeyInstalled { .. }) => {
+                self.stats.opened += 1;
+                self.release_held(now, sender);
+            }
+            Ok(_) => self.stats.opened += 1,
+            Err(e) => {
+                if matches!(e, OpenError::NoKey { .. } | OpenError::UnknownSender(_))
+                    && (self.held.contains_key(&sender) || self.held.len() < HELD_SENDERS)
+                {
+                    let q = self.held.entry(sender).or_default();
+                    if q.len() < HELD_PER_SENDER {
+                        q.push_back(payload);
+                    }
+                }
+                self.note_error(e);
+            }
+        }
+    }
+
+    fn release_held(&mut self, now: Micros, sender: u32) {
+        if let Some(q) = self.held.remove(&sender) {
+            for f in q {
+                self.deliver(now, sender, f);
+            }
+        }
+    }
+
     fn note_error(&mut self, e: OpenError) {
         let s = &mut self.stats;
         match e {
@@ -709,31 +781,8 @@ impl Protocol for RelayPeer {
             self.pump_participant_events();
             return;
         };
-        match self.secure.open(now, sender, payload) {
-            Ok(Opened::Data { channel, body }) => {
-                self.stats.opened += 1;
-                let port = match channel {
-                    Channel::Control => Port::Control,
-                    Channel::Data => Port::Data,
-                    Channel::Reliable => {
-                        self.events.push_back(RelayPeerEvent::Reliable {
-                            from: sender,
-                            bytes: body.to_vec(),
-                        });
-                        return;
-                    }
-                };
-                let mut from = member_addr(sender);
-                if port == Port::Data {
-                    from.set_port(from.port() + 1);
-                }
-                let body = body.to_vec();
-                Protocol::handle_datagram(&mut self.participant, now, port, from, &body);
-                self.pump_participant_events();
-            }
-            Ok(_) => self.stats.opened += 1,
-            Err(e) => self.note_error(e),
-        }
+        let payload = payload.to_vec();
+        self.deliver(now, sender, payload);
     }
 
     fn handle_timeout(&mut self, now: Micros) {
