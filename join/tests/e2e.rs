@@ -323,3 +323,83 @@ async fn a_member_who_leaves_cannot_read_anything_sent_after_the_rotation() {
     }
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_document_sync_frames_ride_the_relay_sealed() {
+    use jam_transport::relay_client::RelayPeerEvent;
+    use jam_transport::reliable::{Reliable, ReliableConfig, ReliableEvent};
+    let (server, _dir, base) = server().await;
+    let tap = Tap::start(server.relay_addr).await;
+    let mut alice = join_peer(&base, "sync", "alice", Some(tap.addr)).await;
+    let mut bob = join_peer(&base, "sync", "bob", None).await;
+    wait_joined(&alice, 1, Duration::from_secs(30)).await;
+    wait_joined(&bob, 1, Duration::from_secs(30)).await;
+    let (a_id, b_id) = (alice.joined.member_id, bob.joined.member_id);
+
+    // A message larger than one packet (the reliable channel fragments it),
+    // with a pattern that must not show on the wire.
+    let message: Vec<u8> = b"automerge-sync-"
+        .iter()
+        .copied()
+        .cycle()
+        .take(3_000)
+        .collect();
+    let mut ra = Reliable::new(ReliableConfig::default(), 1);
+    let mut rb = Reliable::new(ReliableConfig::default(), 2);
+    ra.send(&message).unwrap();
+    let clock = std::time::Instant::now();
+    let now = || Micros(clock.elapsed().as_micros() as u64);
+    let mut got = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while got.is_none() && tokio::time::Instant::now() < deadline {
+        while let Some(f) = ra.poll_transmit(now()) {
+            alice
+                .driver
+                .call(move |p, _| p.send_reliable(b_id, &f))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        while let Some(f) = rb.poll_transmit(now()) {
+            bob.driver
+                .call(move |p, _| p.send_reliable(a_id, &f))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        while let Ok(e) = bob.events.try_recv() {
+            if let RelayPeerEvent::Reliable { from, bytes } = e {
+                assert_eq!(from, a_id);
+                rb.handle_datagram(now(), &bytes).unwrap();
+            }
+        }
+        while let Ok(e) = alice.events.try_recv() {
+            if let RelayPeerEvent::Reliable { bytes, .. } = e {
+                ra.handle_datagram(now(), &bytes).unwrap();
+            }
+        }
+        ra.handle_timeout(now());
+        rb.handle_timeout(now());
+        while let Some(e) = rb.poll_event() {
+            if let ReliableEvent::Message(m) = e {
+                got = Some(m);
+            }
+        }
+    }
+    assert_eq!(
+        got.as_deref(),
+        Some(&message[..]),
+        "bob got the sync message"
+    );
+    for s in tap.snapshot() {
+        assert!(
+            !contains(&s.bytes, b"automerge-sync-"),
+            "sync bytes in the clear"
+        );
+    }
+    for p in [alice, bob] {
+        p.close().await.unwrap();
+    }
+    server.shutdown().await.unwrap();
+}
