@@ -1,25 +1,69 @@
-//! `jam peer`: a headless participant on real UDP sockets.
+//! `jam peer`: a headless participant on real UDP sockets, running the same
+//! engine as the plugin.
 //!
 //! It listens on a control/data port pair, invites the participants it is
 //! told to, plays a MIDI file once a session is up, prints every MIDI
 //! message it receives as one JSON object per line, and on `--duration`
 //! (or Ctrl-C / SIGTERM) ends every session cleanly with `BY` and exits 0.
+//!
+//! Inside, it is a host without audio: [`jam_engine::Engine`] with the
+//! transport adapter on the worker's runtime, and a dedicated thread that
+//! calls [`EngineRt::process_block`] every [`BLOCK`] samples in real time
+//! with synthetic host time (block `n` starts at `t0 + n·BLOCK/RATE` on the
+//! shared clock; the thread sleeps until then). The MIDI file is the host's
+//! input: each message goes into the block and sample where it falls, and
+//! the engine stamps it with that sample's time. `--print` writes the
+//! engine's output events (live mode): what the network delivered, with its
+//! recovered flag and local receive time, when the engine places it.
+//!
+//! `--capture FILE.scp` hands the engine worker a [`Recording`]: every
+//! event sent and received goes into a sealed capture for the `--to`
+//! recipients (default: the public key of `--key`), finished when the
+//! session ends.
+//!
+//! Through the engine, two things differ from a bare transport participant,
+//! and the printed fields keep their meaning as follows:
+//!
+//! - `midi` is the message as the participant played it (its own channel),
+//!   not the engine's re-channeled copy (participant slot as channel), so
+//!   that it still says what was received;
+//! - `t_us` is the local receive time (the packet's arrival), not the time
+//!   the engine placed the event one block later;
+//! - System Exclusive messages are neither played from `--play` nor
+//!   printed: engine events are fixed-size short messages, and the monitor
+//!   and the plugin's note output have no use for SysEx;
+//! - the engine never passes on a note-off for a key it did not turn on, so
+//!   a stray note-off (for a note begun before we joined) is not printed.
+//!   Note-offs the engine makes itself (hanging notes on a departure) are
+//!   not printed either: nothing was received.
 
 use crate::midifile::{self, Timed};
-use crate::peer_server::HasParticipant;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use jam_core::{Clock, Micros, MonotonicClock};
-use jam_transport::applemidi::PeerHandle;
-use jam_transport::driver::{Driver, DriverConfig, DriverHandle, Protocol};
-use jam_transport::participant::{Participant, ParticipantConfig, ParticipantEvent};
-use jam_transport::rtp::recv::RecvMessage;
+use jam_capture::Recipient;
+use jam_core::{Clock, Micros, MonotonicClock, PeerId};
+use jam_engine::EngineRt;
+use jam_engine::net::{NetEvent, NetLink, NetPort, SessionAddress, net_link};
+use jam_engine::{
+    Block, Engine, EngineConfig, EngineControl, EventBuffer, HostEvent, MAX_EVENTS_PER_BLOCK,
+    NetworkConfig, OutEvent, Received, Recording, RecordingStart, Settings, network,
+};
+use rand::SeedableRng;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Samples per engine block.
+pub(crate) const BLOCK: u32 = 256;
+/// The engine's sample rate.
+pub(crate) const RATE: f32 = 48_000.0;
+/// How long the engine keeps running after `BY`, so that the releases the
+/// session's end produces are placed and printed.
+const TAIL: Duration = Duration::from_millis(250);
 
 /// A headless participant.
 #[derive(Debug, Parser)]
@@ -48,6 +92,16 @@ pub(crate) struct Args {
     /// Seed for the SSRC, tokens and sequence numbers (default: random).
     #[arg(long)]
     seed: Option<u64>,
+    /// Record every MIDI event this peer sends and receives into a new
+    /// sealed capture (refuses to replace a file); finished on exit.
+    #[arg(long, value_name = "FILE.scp")]
+    capture: Option<PathBuf>,
+    /// Who can open the capture (a jam1… public key); repeatable. Default:
+    /// the public key of --key.
+    #[arg(long, value_name = "PUBKEY", requires = "capture")]
+    to: Vec<String>,
+    #[arg(long, help = crate::util::KEY_HELP)]
+    key: Option<PathBuf>,
     #[command(flatten)]
     server: crate::peer_server::ServerArgs,
 }
@@ -102,17 +156,24 @@ pub(crate) fn run(args: Args) -> Result<()> {
             duration: args.duration,
             seed: args.seed.unwrap_or_else(rand::random),
             song,
+            key: args.key.clone(),
         };
         return crate::peer_server::run(args.server, common);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the network runtime")?;
-    runtime.block_on(session(args, invites, song))
-}
-
-async fn session(args: Args, invites: Vec<SocketAddr>, song: Option<Vec<Timed>>) -> Result<()> {
+    let recipients = match &args.capture {
+        Some(_) if args.to.is_empty() => {
+            vec![crate::util::load_identity(args.key.as_deref())?.to_public()]
+        }
+        Some(_) => args
+            .to
+            .iter()
+            .map(|s| {
+                s.parse::<Recipient>()
+                    .with_context(|| format!("--to {s} is not a jam1… public key"))
+            })
+            .collect::<Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
     let clock = MonotonicClock::new();
     let wall = WallClock {
         origin_unix_us: SystemTime::now()
@@ -121,157 +182,282 @@ async fn session(args: Args, invites: Vec<SocketAddr>, song: Option<Vec<Timed>>)
             .unwrap_or(0),
     };
     let seed = args.seed.unwrap_or_else(rand::random);
-    let config = ParticipantConfig::new(args.name.clone(), seed);
-    let driver_config = DriverConfig {
-        ip: args.listen.ip(),
-        control_port: args.listen.port(),
-        ..DriverConfig::loopback()
-    };
-    let (driver, mut events) = Driver::spawn(driver_config, clock, move |now| {
-        Participant::new(config, now)
-    })
-    .await
-    .with_context(|| format!("listening on {}", args.listen))?;
+    let local = PeerId::random(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    let (engine, worker) = Engine::new(EngineConfig::new(local));
+
+    // The worker, the transport and the session log share one runtime on
+    // the worker's thread: adapter <-> log relay <-> worker.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the network runtime")?;
+    let mut config = NetworkConfig::new(clock, args.name.clone(), seed);
+    config.listen = args.listen;
+    let (to_adapter, adapter_port) = net_link();
+    let (info, network_task) = runtime
+        .block_on(network::start_task(config, adapter_port))
+        .with_context(|| format!("listening on {}", args.listen))?;
     eprintln!(
         "jam peer {}: listening on control {} / data {}",
-        args.name,
-        driver.control_addr(),
-        driver.data_addr()
+        args.name, info.control, info.data
     );
-    for addr in &invites {
-        let addr = *addr;
-        driver
-            .call(move |p, now| p.invite(now, addr))
-            .await?
-            .with_context(|| format!("inviting {addr}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (worker_link, worker_port) = net_link();
+    runtime.spawn(relay(
+        args.name.clone(),
+        worker_port,
+        to_adapter,
+        stop.clone(),
+    ));
+    let handle = worker
+        .spawn_on_then(runtime, worker_link, Some(network_task))
+        .context("starting the engine worker")?;
+    let control = handle.control();
+    if let Some(path) = &args.capture {
+        let start = RecordingStart {
+            recorder: local,
+            recorder_name: args.name.clone(),
+            session_schema: jam_session_crdt::schema::SCHEMA_MAJOR,
+            tempo_bpm: jam_engine::Timeline::default().bpm(),
+        };
+        let recording =
+            Recording::create(path, &recipients, start, clock, &mut crate::util::os_rng())?;
+        control.start_capture(recording);
+    }
+    for addr in invites {
+        control.invite(SessionAddress::Direct(addr));
     }
 
-    let deadline = args
-        .duration
-        .map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
-    let mut names: BTreeMap<PeerHandle, String> = BTreeMap::new();
-    let mut song = song;
-    let mut player: Option<tokio::task::JoinHandle<()>> = None;
-    let mut shutdown = std::pin::pin!(shutdown_signal());
-    loop {
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            event = events.recv() => {
-                let Some(event) = event else { bail!("the network task stopped unexpectedly") };
-                match event {
-                    ParticipantEvent::Joined { peer, name, ssrc, control, .. } => {
-                        let label = name.unwrap_or_else(|| format!("{ssrc:08x}"));
-                        eprintln!("jam peer {}: joined {label} at {control}", args.name);
-                        names.insert(peer, label);
-                        if let Some(events) = song.take() {
-                            player = Some(tokio::spawn(play(driver.handle(), clock, events)));
-                        }
-                    }
-                    ParticipantEvent::Left { peer, reason } => {
-                        let label = names.get(&peer).cloned().unwrap_or_default();
-                        eprintln!("jam peer {}: {label} left ({reason:?})", args.name);
-                    }
-                    ParticipantEvent::InvitationRejected { control, .. } => {
-                        eprintln!("jam peer {}: {control} rejected our invitation", args.name);
-                    }
-                    ParticipantEvent::InvitationFailed { control, reason, .. } => {
-                        eprintln!("jam peer {}: inviting {control} failed ({reason:?})", args.name);
-                    }
-                    ParticipantEvent::Midi { peer, event, arrived, .. } if args.print => {
-                        print_midi(&names, peer, &event.message, event.recovered, wall.unix_us(arrived))?;
-                    }
-                    _ => {}
-                }
-            }
-            _ = sleep => break,
-            _ = &mut shutdown => break,
-        }
-    }
-    if let Some(p) = player {
-        p.abort();
-    }
-    driver.call(|p, now| p.close(now)).await?;
-    driver
-        .shutdown()
-        .await
-        .context("stopping the network task")?;
-    // Ending our sessions released whatever the peers left sounding.
-    while let Ok(event) = events.try_recv() {
-        if let ParticipantEvent::Midi {
-            peer,
-            event,
-            arrived,
-            ..
-        } = event
-            && args.print
-        {
-            print_midi(
-                &names,
-                peer,
-                &event.message,
-                event.recovered,
-                wall.unix_us(arrived),
-            )?;
-        }
+    let host = Host {
+        engine,
+        control: control.clone(),
+        clock,
+        wall,
+        print: args.print,
+        song,
+        stop,
+        duration: args.duration.map(Duration::from_secs_f64),
+    };
+    let audio = std::thread::Builder::new()
+        .name("jam-peer-audio".into())
+        .spawn(move || host.run())
+        .context("starting the engine thread")?;
+    let result = audio
+        .join()
+        .map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
+    let captured = args
+        .capture
+        .is_some()
+        .then(|| control.finish_capture().blocking_recv());
+    handle.stop();
+    result?;
+    match captured {
+        Some(Ok(Some(Ok(s)))) => eprintln!(
+            "jam peer {}: wrote capture {} ({} MIDI events, {} records)",
+            args.name,
+            s.path.display(),
+            s.stats.midi_events,
+            s.stats.records
+        ),
+        Some(Ok(Some(Err(e)))) => return Err(e.into()),
+        Some(Ok(None)) | Some(Err(_)) => bail!("the capture was not finished"),
+        None => {}
     }
     eprintln!("jam peer {}: session ended", args.name);
     Ok(())
 }
 
-/// Writes one received message as a JSON line and flushes, so a reader on
-/// a pipe sees it at once.
-pub(crate) fn print_midi(
-    names: &BTreeMap<PeerHandle, String>,
-    peer: PeerHandle,
-    message: &RecvMessage,
-    recovered: bool,
-    t_us: u64,
-) -> Result<()> {
-    let from = names
-        .get(&peer)
-        .cloned()
-        .unwrap_or_else(|| format!("{peer:?}"));
-    let bytes: &[u8] = match message {
-        RecvMessage::Short(m) => m.as_slice(),
-        RecvMessage::SysEx(s) => s.as_bytes(),
-    };
-    let line = json!({ "from": from, "midi": bytes, "recovered": recovered, "t_us": t_us });
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").context("writing to stdout")?;
-    out.flush().context("writing to stdout")
+/// Passes commands and events between the worker and the adapter, and
+/// reports the session's progress on stderr as it goes by; sets `stop` on
+/// Ctrl-C or SIGTERM.
+async fn relay(name: String, mut worker: NetPort, adapter: NetLink, stop: Arc<AtomicBool>) {
+    let NetLink {
+        commands: to_adapter,
+        events: mut from_adapter,
+    } = adapter;
+    let mut names = std::collections::BTreeMap::new();
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    let mut signalled = false;
+    loop {
+        tokio::select! {
+            cmd = worker.commands.recv() => match cmd {
+                Some(cmd) => {
+                    if to_adapter.send(cmd).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            ev = from_adapter.recv() => {
+                let Some(ev) = ev else { break };
+                match &ev {
+                    NetEvent::PeerJoined { peer, name: label, address, .. } => {
+                        names.insert(*peer, label.clone());
+                        match address {
+                            Some(a) => eprintln!("jam peer {name}: joined {label} at {a}"),
+                            None => eprintln!("jam peer {name}: joined {label}"),
+                        }
+                    }
+                    NetEvent::PeerLeft { peer, reason } => {
+                        let label = names.get(peer).cloned().unwrap_or_default();
+                        let why = reason.as_deref().unwrap_or("gone");
+                        eprintln!("jam peer {name}: {label} left ({why})");
+                    }
+                    NetEvent::Connection(jam_engine::net::ConnectionState::Failed(why)) => {
+                        eprintln!("jam peer {name}: {why}");
+                    }
+                    _ => {}
+                }
+                if worker.events.send(ev).await.is_err() {
+                    break;
+                }
+            }
+            _ = &mut shutdown, if !signalled => {
+                signalled = true;
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
-/// Plays a MIDI file in real time from now.
-pub(crate) async fn play<P: Protocol + HasParticipant>(
-    driver: DriverHandle<P>,
+/// The headless host: one engine block every `BLOCK` samples, in real time.
+struct Host {
+    engine: EngineRt,
+    control: EngineControl,
     clock: MonotonicClock,
-    events: Vec<Timed>,
-) {
-    let start = tokio::time::Instant::now();
-    for e in events {
-        tokio::time::sleep_until(start + e.at()).await;
-        let time = clock.now();
-        let sent = match e {
-            Timed::Short(_, m) => {
-                driver
-                    .call(move |p, now| p.participant_mut().send(now, time, m))
-                    .await
-            }
-            Timed::SysEx(_, bytes) => {
-                driver
-                    .call(move |p, now| p.participant_mut().send_sysex(now, time, &bytes))
-                    .await
-            }
+    wall: WallClock,
+    print: bool,
+    song: Option<Vec<Timed>>,
+    stop: Arc<AtomicBool>,
+    duration: Option<Duration>,
+}
+
+impl Host {
+    fn run(mut self) -> Result<()> {
+        let period = Duration::from_secs_f64(BLOCK as f64 / RATE as f64);
+        let settings = Settings {
+            // Nobody listens: the monitor synth would only cost time.
+            monitor: false,
+            ..Settings::default()
         };
-        if sent.is_err() {
-            // The network task is gone: the session is ending.
-            return;
+        let mut output = EventBuffer::with_capacity(MAX_EVENTS_PER_BLOCK);
+        let mut input: Vec<HostEvent> = Vec::with_capacity(MAX_EVENTS_PER_BLOCK);
+        let (mut left, mut right) = (vec![0.0f32; BLOCK as usize], vec![0.0f32; BLOCK as usize]);
+        let t0 = self.clock.now();
+        let start = self.clock.to_instant(t0);
+        let end = self.duration.map(|d| start + d);
+        // The song, in samples from the block where a session came up.
+        let mut song: Option<(u64, std::vec::IntoIter<(u64, jam_core::ShortMessage)>)> = None;
+        let mut pending = self.song.take().map(|events| {
+            events
+                .into_iter()
+                .filter_map(|e| {
+                    let sample = (e.at().as_secs_f64() * RATE as f64).round() as u64;
+                    match e {
+                        Timed::Short(_, m) => Some((sample, m)),
+                        Timed::SysEx(..) => None,
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
+        let mut next_song_event: Option<(u64, jam_core::ShortMessage)> = None;
+        let mut tail_until: Option<std::time::Instant> = None;
+        let mut n: u64 = 0;
+        loop {
+            let block_start = start + period.mul_f64(n as f64);
+            let now_instant = std::time::Instant::now();
+            if block_start > now_instant {
+                std::thread::sleep(block_start - now_instant);
+            }
+            let wall_now = std::time::Instant::now();
+            match tail_until {
+                None => {
+                    let over =
+                        end.is_some_and(|e| wall_now >= e) || self.stop.load(Ordering::Relaxed);
+                    if over {
+                        // End every session; keep playing a little so the
+                        // releases it produces come through.
+                        self.control.leave();
+                        tail_until = Some(wall_now + TAIL);
+                    }
+                }
+                Some(t) if wall_now >= t => break,
+                Some(_) => {}
+            }
+            let now = t0.offset_by((n as f64 * period.as_secs_f64() * 1e6).round() as i64);
+            let first_sample = n * BLOCK as u64;
+
+            // Start the song once a session is up (checked every 8 blocks).
+            if song.is_none()
+                && pending.is_some()
+                && n.is_multiple_of(8)
+                && !self.control.peers().is_empty()
+                && let Some(events) = pending.take()
+            {
+                let mut it = events.into_iter();
+                next_song_event = it.next();
+                song = Some((first_sample, it));
+            }
+            input.clear();
+            if let Some((song_start, it)) = &mut song
+                && tail_until.is_none()
+            {
+                while let Some((at, m)) = next_song_event {
+                    let sample = *song_start + at;
+                    if sample >= first_sample + BLOCK as u64 || input.len() == input.capacity() {
+                        break;
+                    }
+                    input.push(HostEvent {
+                        offset: sample.saturating_sub(first_sample) as u32,
+                        msg: m,
+                    });
+                    next_song_event = it.next();
+                }
+            }
+            self.engine.process_block(&mut Block {
+                now,
+                sample_rate: RATE,
+                transport: Default::default(),
+                settings,
+                input: &input,
+                output: &mut output,
+                left: &mut left,
+                right: &mut right,
+            });
+            if self.print {
+                self.print_block(output.as_slice())?;
+            }
+            n += 1;
         }
+        Ok(())
+    }
+
+    fn print_block(&self, events: &[OutEvent]) -> Result<()> {
+        let received: Vec<(u8, Received)> = events
+            .iter()
+            .filter_map(|e| Some((e.slot, e.source?)))
+            .collect();
+        if received.is_empty() {
+            return Ok(());
+        }
+        let peers = self.control.peers();
+        let mut out = std::io::stdout().lock();
+        for (slot, r) in received {
+            let from = peers
+                .iter()
+                .find(|p| p.slot == slot)
+                .map(|p| p.name.clone())
+                .unwrap_or_else(|| format!("slot {slot}"));
+            let line = json!({
+                "from": from,
+                "midi": r.played.as_slice(),
+                "recovered": r.recovered,
+                "t_us": self.wall.unix_us(r.arrival),
+            });
+            writeln!(out, "{line}").context("writing to stdout")?;
+        }
+        // Flush per block, so a reader on a pipe sees each line at once.
+        out.flush().context("writing to stdout")
     }
 }
 

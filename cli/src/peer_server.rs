@@ -3,21 +3,34 @@
 //! device's public key, join the session by name, and play through the
 //! relay with every packet end-to-end encrypted (`jam_join`,
 //! `jam_transport::relay_client`). Output is the same as plain `jam peer`.
+//!
+//! Unlike plain `jam peer`, this mode does not run the engine yet: it
+//! drives a `RelayPeer` (a transport participant) directly, plays the MIDI
+//! file straight into it and prints what the transport delivers (so SysEx
+//! is played and printed, and `t_us` is the packet's arrival). Running it
+//! through the engine needs the engine's network adapter
+//! (`jam_engine::network`) to drive a `RelayPeer` instead of a
+//! `Participant`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use jam_core::Clock;
 use jam_core::MonotonicClock;
 use jam_join::{Jamd, JoinError, PeerOptions, spawn_peer};
 use jam_transport::applemidi::PeerHandle;
-use jam_transport::participant::{Participant, ParticipantEvent};
+use jam_transport::driver::DriverHandle;
+use jam_transport::participant::ParticipantEvent;
 use jam_transport::relay_client::{RelayClientEvent, RelayPeer, RelayPeerEvent};
+use jam_transport::rtp::recv::RecvMessage;
 use reqwest::StatusCode;
+use serde_json::json;
+use std::io::Write;
 
 use crate::midifile::Timed;
-use crate::peer::{WallClock, play, print_midi, shutdown_signal};
+use crate::peer::{WallClock, shutdown_signal};
 use crate::util;
 
 /// The options that make `jam peer` join through `jamd`.
@@ -43,10 +56,6 @@ pub(crate) struct ServerArgs {
     /// A file whose first line is the password.
     #[arg(long, value_name = "FILE", requires = "server")]
     password_file: Option<PathBuf>,
-    /// Identity key file whose public key is registered as this device
-    /// [default: the default key file of `jam keys new`].
-    #[arg(long, value_name = "FILE", requires = "server")]
-    key: Option<PathBuf>,
     /// Create the account first (servers with open registration).
     #[arg(long, requires = "server")]
     register: bool,
@@ -70,24 +79,8 @@ pub(crate) struct Common {
     pub(crate) duration: Option<f64>,
     pub(crate) seed: u64,
     pub(crate) song: Option<Vec<Timed>>,
-}
-
-/// Gives `play` the participant inside either kind of protocol object.
-pub(crate) trait HasParticipant {
-    /// The participant.
-    fn participant_mut(&mut self) -> &mut Participant;
-}
-
-impl HasParticipant for Participant {
-    fn participant_mut(&mut self) -> &mut Participant {
-        self
-    }
-}
-
-impl HasParticipant for RelayPeer {
-    fn participant_mut(&mut self) -> &mut Participant {
-        self.participant()
-    }
+    /// The identity key file whose public key is registered as this device.
+    pub(crate) key: Option<PathBuf>,
 }
 
 fn password() -> Result<String> {
@@ -113,7 +106,7 @@ pub(crate) fn run(args: ServerArgs, common: Common) -> Result<()> {
             .to_string(),
         None => password()?,
     };
-    let identity = util::load_identity(args.key.as_deref())?;
+    let identity = util::load_identity(common.key.as_deref())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -252,4 +245,52 @@ async fn session_loop(
         p.abort();
     }
     Ok(())
+}
+
+/// Writes one received message as a JSON line (the same fields as plain
+/// `jam peer --print`) and flushes, so a reader on a pipe sees it at once.
+fn print_midi(
+    names: &BTreeMap<PeerHandle, String>,
+    peer: PeerHandle,
+    message: &RecvMessage,
+    recovered: bool,
+    t_us: u64,
+) -> Result<()> {
+    let from = names
+        .get(&peer)
+        .cloned()
+        .unwrap_or_else(|| format!("{peer:?}"));
+    let bytes: &[u8] = match message {
+        RecvMessage::Short(m) => m.as_slice(),
+        RecvMessage::SysEx(s) => s.as_bytes(),
+    };
+    let line = json!({ "from": from, "midi": bytes, "recovered": recovered, "t_us": t_us });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").context("writing to stdout")?;
+    out.flush().context("writing to stdout")
+}
+
+/// Plays a MIDI file in real time from now.
+async fn play(driver: DriverHandle<RelayPeer>, clock: MonotonicClock, events: Vec<Timed>) {
+    let start = tokio::time::Instant::now();
+    for e in events {
+        tokio::time::sleep_until(start + e.at()).await;
+        let time = clock.now();
+        let sent = match e {
+            Timed::Short(_, m) => {
+                driver
+                    .call(move |p, now| p.participant().send(now, time, m))
+                    .await
+            }
+            Timed::SysEx(_, bytes) => {
+                driver
+                    .call(move |p, now| p.participant().send_sysex(now, time, &bytes))
+                    .await
+            }
+        };
+        if sent.is_err() {
+            // The network task is gone: the session is ending.
+            return;
+        }
+    }
 }

@@ -117,33 +117,109 @@ pub fn require_python(modules: &[&str]) -> Option<PathBuf> {
 }
 
 /// The path of a binary built from this workspace (for example `jam`),
-/// building it first if the test run has not. Binaries sit in the profile
-/// folder above the test executable's `deps/` folder.
+/// built once per test process and shared by every test process of a run.
+///
+/// It is built with `cargo build --package PACKAGE --bin BIN` (the test's
+/// profile, no extra features) into its own target folder,
+/// `<target>/test-bins/`, never into the folder the test build writes:
+/// cargo resolves features per command, so building `jam-cli` alone differs
+/// from a workspace test build, and sharing one folder made each side
+/// rebuild and replace the binary the other had just built, sometimes under
+/// a test that was running it. A file lock serializes the builds of
+/// concurrent test processes; after the first, cargo finds the binary up to
+/// date and leaves the file alone, so no test ever runs a binary that is
+/// being written, and none runs a stale one.
 pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static BUILT: OnceLock<Mutex<HashMap<(String, String), PathBuf>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let key = (package.to_owned(), bin.to_owned());
+    if let Some(path) = built.get(&key) {
+        return path.clone();
+    }
     let exe = std::env::current_exe().expect("the test executable has a path");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("test executables live in <target>/<profile>/deps");
-    let path = profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
-    let target_dir = profile_dir
+    let bins_dir = profile_dir
         .parent()
-        .expect("the profile folder sits inside the target folder");
+        .expect("the profile folder sits inside the target folder")
+        .join("test-bins");
+    std::fs::create_dir_all(&bins_dir).expect("creating target/test-bins");
+    let lock = std::fs::File::create(bins_dir.join(".build.lock")).expect("creating the lock file");
+    lock.lock().expect("locking target/test-bins");
     let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
     cmd.current_dir(workspace_root())
+        .env_remove("CARGO_TARGET_DIR")
         .args(["build", "--quiet", "--package", package, "--bin", bin])
         .arg("--target-dir")
-        .arg(target_dir);
+        .arg(&bins_dir);
     if release {
         cmd.arg("--release");
     }
-    // Cargo keeps this cheap when the binary is up to date; building every
-    // time makes sure a test never runs a stale binary.
     let status = cmd.status().expect("cargo can be started");
     assert!(status.success(), "building {package}/{bin} failed");
+    let path = bins_dir
+        .join(if release { "release" } else { "debug" })
+        .join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
     assert!(path.is_file(), "{} missing after build", path.display());
+    drop(lock);
+    built.insert(key, path.clone());
     path
+}
+
+/// The plugin bundles `target/bundled/<product>.clap` and `.vst3`, freshly
+/// built by `cargo xtask bundle <package>` in the profile of the running
+/// test (debug tests load a debug bundle, with nice-plug's allocation
+/// assertions on). Concurrent callers are serialized with a file lock, and
+/// cargo keeps the rebuild cheap when nothing changed.
+pub fn plugin_bundles(package: &str, product: &str) -> (PathBuf, PathBuf) {
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executables live in <target>/<profile>/deps");
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let target_dir = profile_dir
+        .parent()
+        .expect("the profile folder sits inside the target folder")
+        .to_path_buf();
+    let bundled = target_dir.join("bundled");
+    std::fs::create_dir_all(&bundled).expect("creating target/bundled");
+    let lock = std::fs::File::create(bundled.join(".bundle.lock")).expect("creating the lock file");
+    lock.lock().expect("locking target/bundled");
+    let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    cmd.current_dir(workspace_root())
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "--package",
+            "xtask",
+            "--",
+            "bundle",
+            package,
+        ]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("cargo can be started");
+    assert!(status.success(), "bundling {package} failed");
+    let clap = bundled.join(format!("{product}.clap"));
+    let vst3 = bundled.join(format!("{product}.vst3"));
+    assert!(
+        clap.exists() && vst3.exists(),
+        "bundles missing in {}",
+        bundled.display()
+    );
+    (clap, vst3)
 }
 
 #[cfg(test)]

@@ -5,6 +5,15 @@
 //!   `tests/requirements.txt` when it is missing or out of date, checks
 //!   formatting and clippy, then runs every test in the workspace (with
 //!   cargo-nextest when it is installed, else `cargo test`) and the doctests.
+//!   The plugin's host tests load the bundle, so it builds the (debug) plugin
+//!   bundle first.
+//! - `cargo xtask bundle jam-plugin [--release]`: builds the plugin and puts
+//!   `jam-togthr.clap` and `jam-togthr.vst3` into `target/bundled/` (product
+//!   names from `bundler.toml`), through nice-plug-xtask.
+//! - `cargo xtask install [--clap-dir DIR] [--vst3-dir DIR]`: copies those
+//!   bundles into the user's plugin folders: `~/.clap` and `~/.vst3` on
+//!   Linux, `~/Library/Audio/Plug-Ins/{CLAP,VST3}` on macOS,
+//!   `%LOCALAPPDATA%\Programs\Common\{CLAP,VST3}` on Windows.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -25,11 +34,20 @@ fn run() -> Result<()> {
     let task = args.next();
     let rest: Vec<String> = args.collect();
     match task.as_deref() {
+        // Internal: the bundler itself, run by `bundle` in a child process.
+        Some("nice-plug-bundle") => nice_plug_xtask::main_with_args(
+            "cargo xtask",
+            std::iter::once("bundle".to_string()).chain(rest),
+        ),
         Some("test") => test(&rest),
         Some("venv") => venv().map(|_| ()),
+        Some("bundle") => bundle(&rest),
+        Some("install") => install(&rest),
         _ => {
             eprintln!("usage: cargo xtask test [--no-lint] [-- NEXTEST_ARGS...]");
             eprintln!("       cargo xtask venv      create/update the project Python venv");
+            eprintln!("       cargo xtask bundle jam-plugin [--release]");
+            eprintln!("       cargo xtask install [--clap-dir DIR] [--vst3-dir DIR]");
             bail!("unknown or missing task")
         }
     }
@@ -110,6 +128,11 @@ fn test(args: &[String]) -> Result<()> {
     let lint = !args.iter().any(|a| a == "--no-lint");
     let passthrough: Vec<&String> = args.iter().skip_while(|a| *a != "--").skip(1).collect();
     let venv = venv()?;
+    // Debug, not release: the host tests then run the plugin with
+    // nice-plug's allocation assertions on, and the bundle shares its
+    // dependency builds with the test build instead of compiling nice-plug
+    // and egui a second time with optimizations.
+    bundle(&["jam-plugin".to_string()])?;
     if lint {
         run_step(
             "cargo fmt --check",
@@ -150,5 +173,117 @@ fn test(args: &[String]) -> Result<()> {
             .env("JAM_VENV", &venv),
     )?;
     eprintln!("xtask: all tests passed");
+    Ok(())
+}
+
+/// The product name `bundler.toml` gives the plugin package.
+const PLUGIN_PRODUCT: &str = "jam-togthr";
+
+/// `cargo xtask bundle ...`: nice-plug-xtask's bundler, run in a child
+/// process so its change of directory and its exit do not affect ours.
+fn bundle(args: &[String]) -> Result<()> {
+    if args.is_empty() {
+        bail!("usage: cargo xtask bundle jam-plugin [--release]");
+    }
+    let what = format!("bundle {}", args.join(" "));
+    run_step(
+        &what,
+        Command::new(std::env::current_exe().context("finding the xtask binary")?)
+            .arg("nice-plug-bundle")
+            .args(args)
+            .current_dir(root()),
+    )
+}
+
+/// Where bundles go on this operating system: (CLAP folder, VST3 folder).
+fn plugin_dirs() -> Result<(PathBuf, PathBuf)> {
+    let home = || -> Result<PathBuf> {
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .context("HOME is not set")
+    };
+    if cfg!(target_os = "macos") {
+        let base = home()?.join("Library/Audio/Plug-Ins");
+        Ok((base.join("CLAP"), base.join("VST3")))
+    } else if cfg!(windows) {
+        let base = std::env::var_os("LOCALAPPDATA")
+            .map(PathBuf::from)
+            .context("LOCALAPPDATA is not set")?
+            .join("Programs")
+            .join("Common");
+        Ok((base.join("CLAP"), base.join("VST3")))
+    } else {
+        let h = home()?;
+        Ok((h.join(".clap"), h.join(".vst3")))
+    }
+}
+
+/// `cargo xtask install`: copies the bundles from `target/bundled/`.
+fn install(args: &[String]) -> Result<()> {
+    let (mut clap_dir, mut vst3_dir) = plugin_dirs()?;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let value = || -> Result<PathBuf> {
+            Ok(PathBuf::from(
+                it.clone()
+                    .next()
+                    .with_context(|| format!("{a} needs a folder"))?,
+            ))
+        };
+        match a.as_str() {
+            "--clap-dir" => clap_dir = value()?,
+            "--vst3-dir" => vst3_dir = value()?,
+            other => bail!("unknown install option {other:?}"),
+        }
+        it.next();
+    }
+    let bundled = target_dir()?.join("bundled");
+    let clap = bundled.join(format!("{PLUGIN_PRODUCT}.clap"));
+    let vst3 = bundled.join(format!("{PLUGIN_PRODUCT}.vst3"));
+    for b in [&clap, &vst3] {
+        if !b.exists() {
+            bail!(
+                "{} is missing: run `cargo xtask bundle jam-plugin --release` first",
+                b.display()
+            );
+        }
+    }
+    for (bundle, dir) in [(&clap, &clap_dir), (&vst3, &vst3_dir)] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dest = dir.join(bundle.file_name().expect("bundle paths end in a file name"));
+        if dest.is_dir() {
+            std::fs::remove_dir_all(&dest)
+                .with_context(|| format!("removing the old {}", dest.display()))?;
+        }
+        copy_recursively(bundle, &dest)?;
+        eprintln!("xtask: installed {}", dest.display());
+    }
+    Ok(())
+}
+
+/// The cargo target folder (honours `CARGO_TARGET_DIR`).
+fn target_dir() -> Result<PathBuf> {
+    Ok(match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => {
+            let d = PathBuf::from(d);
+            if d.is_absolute() { d } else { root().join(d) }
+        }
+        None => root().join("target"),
+    })
+}
+
+fn copy_recursively(from: &Path, to: &Path) -> Result<()> {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+        for entry in
+            std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))?
+        {
+            let entry = entry?;
+            copy_recursively(&entry.path(), &to.join(entry.file_name()))?;
+        }
+    } else {
+        std::fs::copy(from, to)
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    }
     Ok(())
 }

@@ -1,0 +1,153 @@
+//! The jam.togthr engine: what the plugin and `jam peer` both run.
+//!
+//! [`Engine::new`] returns two halves joined by fixed-capacity
+//! single-producer/single-consumer rings ([`rtrb`]) and atomics:
+//!
+//! - [`EngineRt`], the audio-thread half. One call per host block,
+//!   [`EngineRt::process_block`], stamps the host's notes with
+//!   sample-accurate local time and beat ([`midi_manager`]), hands them to the
+//!   worker, places remote events at the right sample of the right block per
+//!   latency mode ([`output`]) on each participant's MIDI channel, and plays
+//!   them through a small monitor synth ([`synth`]). Every method is
+//!   "Realtime-safe: yes": no allocation, lock, syscall or logging.
+//! - [`EngineWorker`], the network half, on its own thread with a small tokio
+//!   runtime ([`EngineWorker::spawn`]). It talks to the network only through
+//!   the transport seam in [`net`]: [`NetCommand`]s out, [`NetEvent`]s in.
+//!
+//! Per-peer figures (round-trip time, loss, recovered and late events) live
+//! in a fixed table of atomics ([`stats`]) that the editor and the CLI read
+//! through [`EngineControl`].
+//!
+//! ```
+//! use jam_engine::{Block, Engine, EngineConfig, EventBuffer, HostEvent, net};
+//! use jam_core::{Micros, PeerId, ShortMessage};
+//!
+//! let (mut rt, worker) = Engine::new(EngineConfig::new(PeerId([1; 16])));
+//! let (link, mut port) = net::net_link();
+//! let handle = worker.spawn(link).unwrap();
+//!
+//! // One 256-sample block with a note from the host.
+//! let mut out = EventBuffer::with_capacity(jam_engine::MAX_EVENTS_PER_BLOCK);
+//! let (mut l, mut r) = (vec![0.0f32; 256], vec![0.0f32; 256]);
+//! let input = [HostEvent { offset: 10, msg: ShortMessage::note_on(0, 60, 100) }];
+//! rt.process_block(&mut Block {
+//!     now: Micros::from_secs(1),
+//!     sample_rate: 48_000.0,
+//!     transport: Default::default(),
+//!     settings: Default::default(),
+//!     input: &input,
+//!     output: &mut out,
+//!     left: &mut l,
+//!     right: &mut r,
+//! });
+//!
+//! // The worker hands it to the network side, stamped.
+//! let cmd = port.commands.blocking_recv().unwrap();
+//! let net::NetCommand::SendMidi(events) = cmd else { panic!("{cmd:?}") };
+//! assert_eq!(events[0].msg, ShortMessage::note_on(0, 60, 100));
+//! handle.stop();
+//! ```
+//!
+//! Not here: the transport itself (RTP-MIDI, AppleMIDI sessions, sockets:
+//! `jam-transport`, connected through [`net`]), the session document
+//! (`jam-session-crdt`; its tempo timeline arrives through
+//! [`EngineControl::set_timeline`]), prediction and the coherent and
+//! predictive latency modes (`jam-predict`), the host API (`jam-plugin`).
+
+pub mod capture;
+pub mod event;
+pub mod midi_manager;
+pub mod net;
+pub mod network;
+pub mod output;
+pub mod rt;
+pub mod stats;
+pub mod synth;
+pub mod timeline;
+pub mod worker;
+
+pub use capture::{Recording, RecordingError, RecordingStart, RecordingSummary};
+pub use event::{EventBuffer, HostEvent, OutEvent, Received, RemoteEvent, StampedEvent};
+pub use midi_manager::{BlockClock, BlockTimer, HostTransport, MidiManager};
+pub use net::{NetCommand, NetEvent, NetLink, NetPort, Role, SessionAddress};
+pub use network::{NetworkConfig, NetworkError, NetworkInfo};
+pub use output::LatencyMode;
+pub use rt::{Block, EngineRt, Settings};
+pub use stats::{CounterView, EngineCounters, PeerTable, PeerView};
+pub use timeline::Timeline;
+pub use worker::{EngineControl, EngineWorker, WorkerHandle};
+
+use jam_core::PeerId;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU8;
+
+/// Remote participants with their own slot: MIDI channel, timbre and row in
+/// the peer table. MIDI has 16 channels.
+pub const MAX_PEERS: usize = 16;
+/// Capacity of the ring from the audio thread to the worker (stamped host
+/// events). When full the newest event is dropped and counted.
+pub const OUTGOING_RING_CAPACITY: usize = 4096;
+/// Capacity of the ring from the worker to the audio thread (remote events
+/// and updates). When full the newest item is dropped and counted.
+pub const INCOMING_RING_CAPACITY: usize = 4096;
+/// Events one block can take from or give to the host.
+pub const MAX_EVENTS_PER_BLOCK: usize = 2048;
+
+/// What the engine needs to start.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct EngineConfig {
+    /// This participant's identity (stamped on every outgoing event).
+    pub local_peer: PeerId,
+    /// Initial sample rate (each block may change it).
+    pub sample_rate: f32,
+}
+
+impl EngineConfig {
+    /// A configuration for `local_peer` at 48 kHz.
+    pub fn new(local_peer: PeerId) -> Self {
+        EngineConfig {
+            local_peer,
+            sample_rate: 48_000.0,
+        }
+    }
+}
+
+/// State both halves share; only atomics are touched by the audio thread.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub(crate) counters: EngineCounters,
+    pub(crate) peers: PeerTable,
+    /// The local role as the audio thread last saw it in its settings.
+    /// Writer: audio thread; reader: worker (announces changes). Relaxed:
+    /// a lone value, no other data depends on it.
+    pub(crate) local_role: AtomicU8,
+}
+
+/// Builds the engine's two halves.
+#[derive(Debug)]
+pub struct Engine;
+
+impl Engine {
+    /// Makes the audio-thread half and the worker half, joined by their
+    /// rings. Allocates every buffer the audio thread will ever use, so call
+    /// it from a non-real-time thread (the plugin does so in `initialize`).
+    #[allow(
+        clippy::new_ret_no_self,
+        reason = "a pair of halves, like rtrb::RingBuffer::new"
+    )]
+    pub fn new(config: EngineConfig) -> (EngineRt, EngineWorker) {
+        let (out_tx, out_rx) = rtrb::RingBuffer::new(OUTGOING_RING_CAPACITY);
+        let (in_tx, in_rx) = rtrb::RingBuffer::new(INCOMING_RING_CAPACITY);
+        let shared = Arc::new(Shared::default());
+        let rt = EngineRt::new(
+            out_tx,
+            in_rx,
+            shared.clone(),
+            MidiManager::new(config.local_peer),
+            config.sample_rate,
+        );
+        let worker = EngineWorker::new(out_rx, in_tx, shared);
+        (rt, worker)
+    }
+}

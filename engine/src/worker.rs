@@ -1,0 +1,517 @@
+//! [`EngineWorker`]: the network half of the engine, on its own thread with
+//! a small tokio runtime.
+//!
+//! The worker moves events between the audio thread's rings and the transport
+//! seam ([`crate::net`]):
+//!
+//! - every [`WORKER_TICK`] it drains the outgoing ring (stamped host events)
+//!   into one [`NetCommand::SendMidi`], and announces a changed local role;
+//! - each [`NetEvent`] updates the peer table (slots, names, roles, figures)
+//!   and remote MIDI goes into the incoming ring with the sender's slot;
+//! - user commands ([`EngineControl`]) become [`NetCommand`]s;
+//! - while a capture runs ([`EngineControl::start_capture`]), every event
+//!   sent and received goes into it, and it is ticked every [`WORKER_TICK`]
+//!   (see [`crate::capture`]); it is finished when the worker stops.
+//!
+//! Everything that may allocate, block or log happens here, never on the
+//! audio thread. The worker never waits on the network side either: a full
+//! command queue drops the command and counts it.
+
+use crate::capture::{self, Recording, RecordingError, RecordingSummary};
+use crate::net::{ConnectionState, NetCommand, NetEvent, NetLink, Role, SessionAddress};
+use crate::rt::Inbound;
+use crate::stats::{CounterView, PeerTable, PeerView};
+use crate::timeline::Timeline;
+use crate::{MAX_PEERS, RemoteEvent, Shared, StampedEvent};
+use jam_core::PeerId;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// How often the worker drains the outgoing ring. The audio thread cannot
+/// wake the worker without a syscall, so the worker polls; this bounds the
+/// added send delay.
+pub const WORKER_TICK: Duration = Duration::from_millis(1);
+
+/// How long a stopping worker waits for the network side to end its
+/// sessions (`BY` to every peer) before its runtime goes away.
+pub const NET_CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What the user interface (or the CLI) asks of the worker.
+#[derive(Debug)]
+enum Control {
+    Join {
+        address: SessionAddress,
+        display_name: String,
+        key_file: Option<PathBuf>,
+    },
+    Invite(SessionAddress),
+    Leave,
+    BrowseLan(bool),
+    Timeline(Timeline),
+    StartCapture(Box<Recording>),
+    FinishCapture(oneshot::Sender<Option<Result<RecordingSummary, RecordingError>>>),
+    Shutdown,
+}
+
+/// What [`EngineControl::finish_capture`] answers: `None` when no capture
+/// was running, else how it ended.
+pub type CaptureDone = oneshot::Receiver<Option<Result<RecordingSummary, RecordingError>>>;
+
+/// A cheap, cloneable handle for the user interface and the CLI: commands
+/// to the worker and read access to the shared figures.
+///
+/// Thread-safe: yes. Realtime-safe: no (commands allocate).
+#[derive(Debug, Clone)]
+pub struct EngineControl {
+    tx: mpsc::UnboundedSender<Control>,
+    shared: Arc<Shared>,
+}
+
+impl EngineControl {
+    fn send(&self, c: Control) {
+        // A closed channel means the worker has stopped: nothing to do.
+        let _ = self.tx.send(c);
+    }
+
+    /// Joins the session at `address` as `display_name`.
+    pub fn join(&self, address: SessionAddress, display_name: &str, key_file: Option<PathBuf>) {
+        self.send(Control::Join {
+            address,
+            display_name: display_name.to_string(),
+            key_file,
+        });
+    }
+
+    /// Invites one more participant into the current session.
+    pub fn invite(&self, address: SessionAddress) {
+        self.send(Control::Invite(address));
+    }
+
+    /// Leaves the session. Its participants leave the peer table as the
+    /// network side reports them gone.
+    pub fn leave(&self) {
+        self.send(Control::Leave);
+    }
+
+    /// Starts or stops browsing the LAN for peers.
+    pub fn browse_lan(&self, on: bool) {
+        self.send(Control::BrowseLan(on));
+    }
+
+    /// Replaces the session timeline used while the host does not play.
+    ///
+    /// Seam: the session document's snapshots call this when the tempo
+    /// timeline changes.
+    pub fn set_timeline(&self, timeline: Timeline) {
+        self.send(Control::Timeline(timeline));
+    }
+
+    /// Starts recording every event sent and received into `recording`
+    /// (finishing a capture already running first). The worker finishes it
+    /// when it stops, or on [`EngineControl::finish_capture`]. Commands
+    /// from this handle are carried out in order, so a capture started
+    /// before a join or an invite records the whole session; events the
+    /// network side delivered before it are not recorded.
+    pub fn start_capture(&self, recording: Recording) {
+        self.send(Control::StartCapture(Box::new(recording)));
+    }
+
+    /// Finishes the running capture (index, chunk count, sync). The answer
+    /// comes on the returned channel (`blocking_recv` outside a runtime);
+    /// a stopped worker drops the sender, which reads as an error.
+    pub fn finish_capture(&self) -> CaptureDone {
+        let (tx, rx) = oneshot::channel();
+        self.send(Control::FinishCapture(tx));
+        rx
+    }
+
+    /// The participants with their figures.
+    pub fn peers(&self) -> Vec<PeerView> {
+        self.shared.peers.snapshot()
+    }
+
+    /// The connection state.
+    pub fn connection(&self) -> ConnectionState {
+        self.shared.peers.connection()
+    }
+
+    /// Peers seen on the LAN.
+    pub fn lan_peers(&self) -> Vec<crate::net::LanPeer> {
+        self.shared.peers.lan_peers()
+    }
+
+    /// The engine's drop and traffic counters.
+    pub fn counters(&self) -> CounterView {
+        self.shared.counters.view()
+    }
+
+    /// The peer table itself (for callers that poll it often).
+    pub fn peer_table(&self) -> &PeerTable {
+        &self.shared.peers
+    }
+}
+
+/// The worker half. Create with [`crate::Engine::new`], then
+/// [`EngineWorker::spawn`] it (or [`EngineWorker::run`] it on a runtime you
+/// own).
+#[derive(Debug)]
+pub struct EngineWorker {
+    from_rt: rtrb::Consumer<StampedEvent>,
+    to_rt: rtrb::Producer<Inbound>,
+    shared: Arc<Shared>,
+    control_tx: mpsc::UnboundedSender<Control>,
+    control_rx: mpsc::UnboundedReceiver<Control>,
+    /// Slots of present peers (mirror of the peer table, no lock per event).
+    slots: HashMap<PeerId, u8>,
+    role: Role,
+    /// The session timeline (the beat of received events without one).
+    timeline: Timeline,
+    /// The capture being written, if any.
+    recording: Option<Recording>,
+}
+
+/// A running worker thread. Dropping it stops and joins the thread.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    control: EngineControl,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// The control handle.
+    pub fn control(&self) -> EngineControl {
+        self.control.clone()
+    }
+
+    /// Stops the worker and waits for its thread.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        tracing::debug!("stopping the engine worker");
+        self.control.send(Control::Shutdown);
+        if let Some(t) = self.thread.take() {
+            // A panicked worker has nothing left to clean up.
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+impl EngineWorker {
+    pub(crate) fn new(
+        from_rt: rtrb::Consumer<StampedEvent>,
+        to_rt: rtrb::Producer<Inbound>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        EngineWorker {
+            from_rt,
+            to_rt,
+            shared,
+            control_tx,
+            control_rx,
+            slots: HashMap::new(),
+            role: Role::Auto,
+            timeline: Timeline::default(),
+            recording: None,
+        }
+    }
+
+    /// A control handle (also available from the [`WorkerHandle`]).
+    pub fn control(&self) -> EngineControl {
+        EngineControl {
+            tx: self.control_tx.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Runs the worker on a new thread named `jam-engine-worker` with a
+    /// current-thread tokio runtime, connected to the network side by `net`.
+    pub fn spawn(self, net: NetLink) -> std::io::Result<WorkerHandle> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
+        self.spawn_on(rt, net)
+    }
+
+    /// Runs the worker on a new thread that drives `rt` (and whatever tasks
+    /// were already spawned on it, such as the transport and anything that
+    /// sits between it and `net`: `jam peer` watches the seam this way).
+    pub fn spawn_on(
+        self,
+        rt: tokio::runtime::Runtime,
+        net: NetLink,
+    ) -> std::io::Result<WorkerHandle> {
+        self.spawn_on_then(rt, net, None)
+    }
+
+    /// [`EngineWorker::spawn_on`]; when the worker stops (its end of the
+    /// seam closes), waits up to [`NET_CLOSE_TIMEOUT`] for `network` (the
+    /// transport's task) to say goodbye before the runtime goes away.
+    pub fn spawn_on_then(
+        self,
+        rt: tokio::runtime::Runtime,
+        net: NetLink,
+        network: Option<tokio::task::JoinHandle<()>>,
+    ) -> std::io::Result<WorkerHandle> {
+        let control = self.control();
+        let thread = std::thread::Builder::new()
+            .name("jam-engine-worker".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    self.run(net).await;
+                    if let Some(task) = network {
+                        let _ = tokio::time::timeout(NET_CLOSE_TIMEOUT, task).await;
+                    }
+                })
+            })?;
+        Ok(WorkerHandle {
+            control,
+            thread: Some(thread),
+        })
+    }
+
+    /// The worker loop; returns after [`WorkerHandle::stop`] (a shutdown
+    /// command), draining the outgoing ring one last time.
+    pub async fn run(mut self, mut net: NetLink) {
+        let mut tick = tokio::time::interval(WORKER_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut net_open = true;
+        loop {
+            tokio::select! {
+                ev = net.events.recv(), if net_open => match ev {
+                    Some(ev) => self.handle_net(ev),
+                    None => {
+                        net_open = false;
+                        self.shared.peers.set_connection(ConnectionState::Offline);
+                    }
+                },
+                c = self.control_rx.recv() => match c {
+                    None | Some(Control::Shutdown) => break,
+                    Some(c) => self.handle_control(c, &net),
+                },
+                _ = tick.tick() => {
+                    self.flush(&net);
+                    if let Some(r) = &mut self.recording {
+                        r.tick();
+                    }
+                }
+            }
+        }
+        self.flush(&net);
+        if let Some(done) = self.finish_capture() {
+            match done {
+                Ok(s) => tracing::info!(
+                    path = %s.path.display(),
+                    events = s.stats.midi_events,
+                    "capture finished"
+                ),
+                Err(e) => tracing::error!("{e}"),
+            }
+        }
+    }
+
+    fn finish_capture(&mut self) -> Option<Result<RecordingSummary, RecordingError>> {
+        self.recording.take().map(Recording::finish)
+    }
+
+    fn command(&self, net: &NetLink, cmd: NetCommand) {
+        if net.commands.try_send(cmd).is_err() {
+            self.shared
+                .counters
+                .dropped_net_commands
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Drains the outgoing ring into one send command; announces a new role.
+    fn flush(&mut self, net: &NetLink) {
+        let n = self.from_rt.slots();
+        if n > 0 {
+            let mut batch = Vec::with_capacity(n);
+            while let Ok(e) = self.from_rt.pop() {
+                if let Some(r) = &mut self.recording {
+                    r.sent(&e);
+                }
+                batch.push(e);
+            }
+            self.shared
+                .counters
+                .sent
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.command(net, NetCommand::SendMidi(batch));
+        }
+        let role = Role::from_index(self.shared.local_role.load(Ordering::Relaxed));
+        if role != self.role {
+            self.role = role;
+            self.command(net, NetCommand::SetRole(role));
+        }
+    }
+
+    fn handle_control(&mut self, c: Control, net: &NetLink) {
+        match c {
+            Control::Join {
+                address,
+                display_name,
+                key_file,
+            } => {
+                self.shared
+                    .peers
+                    .set_connection(ConnectionState::Connecting(address.to_string()));
+                self.command(
+                    net,
+                    NetCommand::Join {
+                        address,
+                        display_name,
+                        key_file,
+                    },
+                );
+                // Tell the session our role once we are in.
+                self.command(net, NetCommand::SetRole(self.role));
+            }
+            Control::Invite(address) => self.command(net, NetCommand::Invite(address)),
+            Control::Leave => {
+                self.command(net, NetCommand::Leave);
+                self.shared.peers.set_connection(ConnectionState::Idle);
+            }
+            Control::BrowseLan(on) => self.command(net, NetCommand::BrowseLan(on)),
+            Control::Timeline(t) => {
+                self.timeline = t;
+                self.push_to_rt(Inbound::Timeline(t));
+            }
+            Control::StartCapture(r) => {
+                if let Some(Err(e)) = self.finish_capture() {
+                    tracing::error!("{e}");
+                }
+                let mut r = *r;
+                // Participants already here: their names go in first.
+                let beat = self.timeline.beat_at(jam_core::Clock::now(r.clock()));
+                for p in self.shared.peers.snapshot() {
+                    r.peer_name(p.peer, &p.name, beat);
+                }
+                self.recording = Some(r);
+            }
+            Control::FinishCapture(reply) => {
+                // What the audio thread played up to now goes in first.
+                self.flush(net);
+                let _ = reply.send(self.finish_capture());
+            }
+            Control::Shutdown => {}
+        }
+    }
+
+    fn depart_all(&mut self) {
+        for (_, slot) in std::mem::take(&mut self.slots) {
+            self.push_to_rt(Inbound::PeerGone(slot));
+        }
+        self.shared.peers.clear();
+    }
+
+    fn push_to_rt(&mut self, item: Inbound) {
+        if self.to_rt.push(item).is_err() {
+            self.shared
+                .counters
+                .dropped_incoming
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn slot_for(&mut self, peer: PeerId, name: &str, role: Role) -> Option<u8> {
+        if let Some(&s) = self.slots.get(&peer) {
+            return Some(s);
+        }
+        let s = self.shared.peers.join(peer, name, role)?;
+        self.slots.insert(peer, s);
+        Some(s)
+    }
+
+    fn handle_net(&mut self, ev: NetEvent) {
+        match ev {
+            NetEvent::Connection(state) => {
+                if matches!(state, ConnectionState::Idle | ConnectionState::Failed(_)) {
+                    self.depart_all();
+                }
+                self.shared.peers.set_connection(state);
+            }
+            NetEvent::PeerJoined {
+                peer, name, role, ..
+            } => {
+                if let Some(r) = &mut self.recording {
+                    let beat = self.timeline.beat_at(jam_core::Clock::now(r.clock()));
+                    r.peer_name(peer, &name, beat);
+                }
+                if self.slots.contains_key(&peer) {
+                    self.shared.peers.join(peer, &name, role);
+                } else if self.slot_for(peer, &name, role).is_none() {
+                    tracing::warn!(%peer, "more than {MAX_PEERS} participants: {name} gets no channel");
+                }
+            }
+            NetEvent::PeerRole { peer, role } => self.shared.peers.set_role(peer, role),
+            NetEvent::PeerLeft { peer, .. } => {
+                if let Some(slot) = self.slots.remove(&peer) {
+                    self.shared.peers.leave(peer);
+                    self.push_to_rt(Inbound::PeerGone(slot));
+                }
+            }
+            NetEvent::Midi {
+                peer,
+                msg,
+                sent_at,
+                beat,
+                arrival,
+                recovered,
+            } => {
+                let name = peer.short();
+                let Some(slot) = self.slot_for(peer, &name, Role::Auto) else {
+                    self.shared
+                        .counters
+                        .dropped_incoming
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                self.shared.peers.add_event(slot, recovered);
+                if let Some(r) = &mut self.recording {
+                    r.received(capture::Incoming {
+                        peer,
+                        msg,
+                        sent_at,
+                        beat: beat.unwrap_or_else(|| self.timeline.beat_at(sent_at)),
+                        arrival,
+                        recovered,
+                    });
+                }
+                self.push_to_rt(Inbound::Midi(RemoteEvent {
+                    slot,
+                    msg,
+                    beat,
+                    sent_at,
+                    arrival,
+                    recovered,
+                }));
+            }
+            NetEvent::PeerStats { peer, stats } => {
+                if let Some(&slot) = self.slots.get(&peer) {
+                    self.shared.peers.set_net(
+                        slot,
+                        stats.rtt,
+                        stats.packets_expected,
+                        stats.packets_lost,
+                    );
+                }
+            }
+            NetEvent::LanPeers(list) => self.shared.peers.set_lan_peers(list),
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The worker's capture: events played on the audio thread and events the
+//! network side delivers end up in a real sealed file, with participant,
+//! direction, sender time and beat; the file opens only with the
+//! recipient's key. The network side is this test, at the `NetPort` seam
+//! (the real transport behind it is tested by `jam peer --capture` in
+//! `tests/tests/peer_capture.rs`).
+
+mod common;
+use common::wait_for;
+
+use jam_capture::Identity;
+use jam_capture::reader::CaptureReader;
+use jam_capture::record::{Direction, MidiEvent, Record};
+use jam_core::{Beats, Micros, MonotonicClock, PeerId, ShortMessage};
+use jam_engine::net::{NetCommand, NetEvent, Role, SessionAddress, net_link};
+use jam_engine::{
+    Block, Engine, EngineConfig, EventBuffer, HostEvent, MAX_EVENTS_PER_BLOCK, Recording,
+    RecordingError, RecordingStart,
+};
+use rand::SeedableRng;
+
+#[test]
+fn the_worker_records_sent_and_received_events_with_their_beats() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.scp");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let me = Identity::generate(&mut rng);
+    let stranger = Identity::generate(&mut rng);
+    let local = PeerId([1; 16]);
+    let carol = PeerId([7; 16]);
+    let clock = MonotonicClock::new();
+
+    let (mut rt, worker) = Engine::new(EngineConfig::new(local));
+    let (link, mut port) = net_link();
+    let handle = worker.spawn(link).unwrap();
+    let control = handle.control();
+    let start = RecordingStart {
+        recorder: local,
+        recorder_name: "me".into(),
+        session_schema: 1,
+        tempo_bpm: 120.0,
+    };
+    let rec = Recording::create(&path, &[me.to_public()], start.clone(), clock, &mut rng).unwrap();
+    // A second recording on the same file is refused; the first is intact.
+    let again = Recording::create(&path, &[me.to_public()], start, clock, &mut rng);
+    assert!(
+        matches!(again, Err(RecordingError::Create { .. })),
+        "{again:?}"
+    );
+    control.start_capture(rec);
+    // Control messages are handled in order, but apart from the network
+    // side's events: once the invite after it comes out, the capture runs.
+    let invite = SessionAddress::Direct("127.0.0.1:5004".parse().unwrap());
+    control.invite(invite.clone());
+    loop {
+        match port.commands.blocking_recv().unwrap() {
+            NetCommand::Invite(a) if a == invite => break,
+            _ => continue,
+        }
+    }
+
+    // Carol joins and plays two notes; the second was rebuilt by the
+    // journal and its beat comes with it.
+    let send = |ev: NetEvent| port.events.blocking_send(ev).unwrap();
+    send(NetEvent::PeerJoined {
+        peer: carol,
+        name: "carol".into(),
+        role: Role::Auto,
+        address: None,
+    });
+    send(NetEvent::Midi {
+        peer: carol,
+        msg: ShortMessage::note_on(2, 64, 80),
+        sent_at: Micros::from_secs(1),
+        beat: None,
+        arrival: Micros::from_millis(1010),
+        recovered: false,
+    });
+    send(NetEvent::Midi {
+        peer: carol,
+        msg: ShortMessage::note_off(2, 64, 0),
+        sent_at: Micros::from_millis(1500),
+        beat: Some(Beats::from_f64(7.25)),
+        arrival: Micros::from_millis(1600),
+        recovered: true,
+    });
+    wait_for("carol's events", || {
+        control
+            .peers()
+            .iter()
+            .any(|p| p.peer == carol && p.events == 2)
+    });
+
+    // We play a note at sample 24 000 of a block at t = 2 s (48 kHz).
+    let mut out = EventBuffer::with_capacity(MAX_EVENTS_PER_BLOCK);
+    let (mut l, mut r) = (vec![0.0f32; 256], vec![0.0f32; 256]);
+    let input = [HostEvent {
+        offset: 48,
+        msg: ShortMessage::note_on(0, 60, 100),
+    }];
+    rt.process_block(&mut Block {
+        now: Micros::from_secs(2),
+        sample_rate: 48_000.0,
+        transport: Default::default(),
+        settings: Default::default(),
+        input: &input,
+        output: &mut out,
+        left: &mut l,
+        right: &mut r,
+    });
+    let sent = loop {
+        match port.commands.blocking_recv().unwrap() {
+            NetCommand::SendMidi(events) => break events,
+            _ => continue,
+        }
+    };
+    assert_eq!(sent.len(), 1);
+
+    let done = control.finish_capture().blocking_recv().unwrap();
+    let summary = done.expect("a capture was running").unwrap();
+    assert_eq!(summary.path, path);
+    assert_eq!(summary.stats.midi_events, 3);
+    // Nothing runs any more.
+    assert!(control.finish_capture().blocking_recv().unwrap().is_none());
+    handle.stop();
+
+    let file = std::fs::File::open(&path).unwrap();
+    let mut reader = CaptureReader::open(std::io::BufReader::new(file), &[me]).unwrap();
+    assert_eq!(reader.session_start().recorder, local);
+    assert_eq!(reader.session_start().recorder_name, "me");
+    let mut midi = Vec::new();
+    let mut names = Vec::new();
+    while let Some((_, rec)) = reader.next_record().unwrap() {
+        match rec {
+            Record::Midi(m) => midi.push(m),
+            Record::Metadata(m) => names.push((m.key, m.value)),
+            _ => {}
+        }
+    }
+    assert_eq!(names, vec![(format!("name:{carol}"), "carol".to_string())]);
+    let ms = |t| Micros::from_millis(t);
+    assert_eq!(
+        midi,
+        vec![
+            MidiEvent {
+                at: ms(1010),
+                participant: carol,
+                direction: Direction::In,
+                sender_time: ms(1000),
+                // 120 BPM, beat 0 at time 0: the session timeline.
+                beat: Beats::from_f64(2.0),
+                bytes: vec![0x92, 64, 80],
+                recovered: false,
+            },
+            MidiEvent {
+                at: ms(1600),
+                participant: carol,
+                direction: Direction::In,
+                sender_time: ms(1500),
+                beat: Beats::from_f64(7.25),
+                bytes: vec![0x82, 64, 0],
+                recovered: true,
+            },
+            MidiEvent {
+                at: sent[0].sent_at,
+                participant: local,
+                direction: Direction::Out,
+                sender_time: sent[0].sent_at,
+                beat: sent[0].beat,
+                bytes: vec![0x90, 60, 100],
+                recovered: false,
+            },
+        ]
+    );
+    // The note's time is its sample's: 48 samples after the block start.
+    assert_eq!(sent[0].sent_at, ms(2001));
+
+    // Someone else's key cannot open it.
+    let file = std::fs::File::open(&path).unwrap();
+    assert!(CaptureReader::open(std::io::BufReader::new(file), &[stranger]).is_err());
+}

@@ -1,0 +1,203 @@
+//! The plugin's parameters and persisted fields.
+//!
+//! Every parameter has a short, permanent `#[id]`: renaming a display name
+//! never breaks saved automation or presets. Persisted fields (`#[persist]`)
+//! are saved with the host project and restored with it.
+
+use jam_engine::net::Role;
+use jam_engine::{LatencyMode, Settings};
+use nice_plug::prelude::*;
+use std::sync::{Arc, RwLock};
+
+/// Largest interval length, in beats.
+pub const MAX_INTERVAL_BEATS: i32 = jam_engine::rt::MAX_INTERVAL_BEATS as i32;
+
+/// The local participant's role, as a parameter.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleParam {
+    /// Inferred by the session.
+    #[id = "auto"]
+    Auto,
+    /// Drums, bass, comping.
+    #[id = "rhythm"]
+    Rhythm,
+    /// Lead lines.
+    #[id = "melody"]
+    Melody,
+    /// Pads and chords.
+    #[id = "harmony"]
+    Harmony,
+}
+
+impl From<RoleParam> for Role {
+    fn from(r: RoleParam) -> Role {
+        match r {
+            RoleParam::Auto => Role::Auto,
+            RoleParam::Rhythm => Role::Rhythm,
+            RoleParam::Melody => Role::Melody,
+            RoleParam::Harmony => Role::Harmony,
+        }
+    }
+}
+
+/// How remote notes are placed in time, as a parameter.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LatencyParam {
+    /// As soon as they arrive.
+    #[id = "live"]
+    Live,
+    /// Exactly N beats after they were played.
+    #[id = "interval"]
+    Interval,
+}
+
+/// Everything the host automates and saves.
+#[derive(Params)]
+pub struct JamParams {
+    /// The local role announced to the session.
+    #[id = "role"]
+    pub role: EnumParam<RoleParam>,
+    /// Latency mode for remote notes.
+    #[id = "latency"]
+    pub latency: EnumParam<LatencyParam>,
+    /// Interval length in beats (interval mode).
+    #[id = "interval"]
+    pub interval: IntParam,
+    /// Play remote notes through the built-in monitor synth.
+    #[id = "monitor"]
+    pub monitor: BoolParam,
+    /// Monitor synth level (linear gain; shown in dB).
+    #[id = "level"]
+    pub level: FloatParam,
+    /// Send the track's notes to the session.
+    #[id = "send"]
+    pub send: BoolParam,
+
+    /// Session address (`host:port`, `ip:port` or `lan:NAME`) to join.
+    #[persist = "session"]
+    pub session: Arc<RwLock<String>>,
+    /// The name other participants see.
+    #[persist = "display-name"]
+    pub display_name: Arc<RwLock<String>>,
+    /// Path of the identity key file for the secure channel (may be empty).
+    #[persist = "key-file"]
+    pub key_file: Arc<RwLock<String>>,
+    /// This instance's participant id (32 hex digits), made on first
+    /// activation and kept with the project so a reopened project is the
+    /// same participant.
+    #[persist = "peer-id"]
+    pub peer_id: Arc<RwLock<String>>,
+    /// Control port address to listen on (`ip:port`; the data port is the
+    /// next one up). Empty: a free port pair on every interface, chosen at
+    /// activation. Fixed by the user so that peers can keep inviting the
+    /// same address; takes effect when the engine starts.
+    #[persist = "listen"]
+    pub listen: Arc<RwLock<String>>,
+}
+
+impl Default for JamParams {
+    fn default() -> Self {
+        JamParams {
+            role: EnumParam::new("Role", RoleParam::Auto),
+            latency: EnumParam::new("Latency mode", LatencyParam::Live),
+            interval: IntParam::new(
+                "Interval",
+                16,
+                IntRange::Linear {
+                    min: 1,
+                    max: MAX_INTERVAL_BEATS,
+                },
+            )
+            .with_unit(" beats"),
+            monitor: BoolParam::new("Monitor", true),
+            level: FloatParam::new(
+                "Monitor level",
+                0.7,
+                FloatRange::Skewed {
+                    min: 0.0,
+                    max: 1.0,
+                    factor: FloatRange::gain_skew_factor(-60.0, 0.0),
+                },
+            )
+            .with_unit(" dB")
+            .with_value_to_string(formatters::v2s_f32_gain_to_db(1))
+            .with_string_to_value(formatters::s2v_f32_gain_to_db()),
+            send: BoolParam::new("Send", true),
+            session: Arc::new(RwLock::new(String::new())),
+            display_name: Arc::new(RwLock::new(String::new())),
+            key_file: Arc::new(RwLock::new(String::new())),
+            peer_id: Arc::new(RwLock::new(String::new())),
+            listen: Arc::new(RwLock::new(String::new())),
+        }
+    }
+}
+
+impl JamParams {
+    /// The engine settings for the current parameter values. Realtime-safe:
+    /// yes (atomic loads only).
+    pub fn settings(&self) -> Settings {
+        Settings {
+            latency: match self.latency.value() {
+                LatencyParam::Live => LatencyMode::Live,
+                LatencyParam::Interval => LatencyMode::Interval,
+            },
+            interval_beats: self.interval.value().clamp(1, MAX_INTERVAL_BEATS) as u32,
+            monitor: self.monitor.value(),
+            level: self.level.value(),
+            send: self.send.value(),
+            role: self.role.value().into(),
+        }
+    }
+}
+
+/// Reads a persisted string field (a poisoned lock still holds a string).
+pub fn read_field(f: &RwLock<String>) -> String {
+    f.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Writes a persisted string field.
+pub fn write_field(f: &RwLock<String>, value: &str) {
+    let mut g = f.write().unwrap_or_else(|e| e.into_inner());
+    g.clear();
+    g.push_str(value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_engine_defaults_except_where_documented() {
+        let p = JamParams::default();
+        assert_eq!(p.settings(), Settings::default());
+    }
+
+    #[test]
+    fn parameter_ids_are_permanent() {
+        let ids: Vec<String> = p_ids();
+        assert_eq!(
+            ids,
+            ["role", "latency", "interval", "monitor", "level", "send"]
+        );
+    }
+
+    fn p_ids() -> Vec<String> {
+        JamParams::default()
+            .param_map()
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .collect()
+    }
+
+    #[test]
+    fn persisted_fields_round_trip() {
+        let a = JamParams::default();
+        write_field(&a.session, "127.0.0.1:5004");
+        write_field(&a.display_name, "Ana");
+        let saved = a.serialize_fields();
+        let b = JamParams::default();
+        b.deserialize_fields(&saved);
+        assert_eq!(read_field(&b.session), "127.0.0.1:5004");
+        assert_eq!(read_field(&b.display_name), "Ana");
+    }
+}

@@ -1,0 +1,395 @@
+//! The plugin's `.clap` bundle in real hosts on loopback: `jam-clap-host`
+//! processes (clack-host, real time, 256-sample blocks at 48 kHz, transport
+//! playing at 120 BPM) against `jam peer` processes and each other.
+//!
+//! What "the right sample" means here:
+//!
+//! - **Live mode** places an event one block period after it arrived:
+//!   at `len − (block start − arrival)·rate` in the first block that starts
+//!   after its arrival. Arrivals carry network and scheduling jitter, so the
+//!   check is the order, the channel, and the spacing of the sender's notes
+//!   kept within that jitter (±25 ms here).
+//! - **Interval mode** places an event exactly N beats after the sender's
+//!   time for it (mapped onto our clock by clock sync), at the sample where
+//!   that beat falls. The sender (`jam peer` on the engine) stamps each note
+//!   with its exact sample time, and the plugin's block times follow its
+//!   sample count, so the spacing of the output notes equals the spacing in
+//!   the MIDI file to the sample (±1 for microsecond rounding), except across
+//!   a host stall long enough to re-anchor the block clock (the host reports
+//!   those, and pairs that span one are not checked to the sample).
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+/// The bundle, the host and `jam`, built once before any process starts
+/// (building takes seconds; a peer started first would be waiting).
+fn paths() -> &'static (PathBuf, PathBuf, PathBuf) {
+    static PATHS: OnceLock<(PathBuf, PathBuf, PathBuf)> = OnceLock::new();
+    PATHS.get_or_init(|| {
+        (
+            jam_tests::plugin_bundles("jam-plugin", "jam-togthr").0,
+            jam_tests::workspace_bin("jam-tests", "jam-clap-host"),
+            jam_tests::workspace_bin("jam-cli", "jam"),
+        )
+    })
+}
+
+fn host() -> Command {
+    let (bundle, host, _) = paths();
+    let mut c = Command::new(host);
+    c.arg(bundle);
+    c
+}
+
+fn jam() -> Command {
+    Command::new(&paths().2)
+}
+
+/// A listening `jam peer` and its control address (from its first line).
+fn jam_peer(name: &str, extra: &[&str]) -> (Child, String) {
+    let mut child = jam()
+        .args(["peer", "--name", name, "--listen", "127.0.0.1:0", "--print"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let control = line
+        .split("listening on control ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_string();
+    // Keep draining stderr so the peer never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    (child, control)
+}
+
+fn run_host(args: &[&str]) -> Value {
+    let out = host().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "jam-clap-host {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A format-0 file: 60 62 64 65 67, each 125 ms long, one every 250 ms
+/// (120 BPM, 480 ticks per beat), after a 1 s lead-in.
+fn write_scale(path: &Path) -> Vec<(u64, u8, bool)> {
+    use midly::num::{u4, u7, u15, u24, u28};
+    use midly::{
+        Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind,
+    };
+    let midi = |delta: u32, message| TrackEvent {
+        delta: u28::new(delta),
+        kind: TrackEventKind::Midi {
+            channel: u4::new(0),
+            message,
+        },
+    };
+    let mut track = vec![TrackEvent {
+        delta: u28::new(0),
+        kind: TrackEventKind::Meta(MetaMessage::Tempo(u24::new(500_000))),
+    }];
+    let mut expected = Vec::new();
+    for (i, key) in [60u8, 62, 64, 65, 67].into_iter().enumerate() {
+        let vel = u7::new(100);
+        track.push(midi(
+            if i == 0 { 960 } else { 120 },
+            MidiMessage::NoteOn {
+                key: u7::new(key),
+                vel,
+            },
+        ));
+        track.push(midi(
+            120,
+            MidiMessage::NoteOff {
+                key: u7::new(key),
+                vel: u7::new(0),
+            },
+        ));
+        // Sample times at 48 kHz from the file's start.
+        let on = 48_000 + i as u64 * 12_000;
+        expected.push((on, key, true));
+        expected.push((on + 6_000, key, false));
+    }
+    track.push(TrackEvent {
+        delta: u28::new(0),
+        kind: TrackEventKind::Meta(MetaMessage::EndOfTrack),
+    });
+    Smf {
+        header: Header::new(Format::SingleTrack, Timing::Metrical(u15::new(480))),
+        tracks: vec![track],
+    }
+    .save(path)
+    .unwrap();
+    expected
+}
+
+/// (sample, channel, key, on) of the host's output notes.
+fn notes(report: &Value) -> Vec<(u64, i64, u8, bool)> {
+    report["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["sample"].as_u64().unwrap(),
+                n["channel"].as_i64().unwrap(),
+                n["key"].as_u64().unwrap() as u8,
+                n["on"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn notes_played_into_the_plugin_reach_a_jam_peer_as_packets() {
+    let (bob, control) = jam_peer("bob", &["--duration", "8"]);
+    let report = run_host(&[
+        "--seconds",
+        "5",
+        "--name",
+        "alice",
+        "--session",
+        &control,
+        "--play",
+        "60,62,64",
+    ]);
+    assert_eq!(report["peak"], 0.0, "nobody played to alice");
+    let out = bob.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let midi: Vec<Vec<u8>> = lines
+        .iter()
+        .map(|l| {
+            assert_eq!(l["from"], "alice", "{l}");
+            assert_eq!(l["recovered"], false, "{l}");
+            serde_json::from_value(l["midi"].clone()).unwrap()
+        })
+        .collect();
+    assert_eq!(
+        midi,
+        vec![
+            vec![0x90, 60, 100],
+            vec![0x80, 60, 0],
+            vec![0x90, 62, 100],
+            vec![0x80, 62, 0],
+            vec![0x90, 64, 100],
+            vec![0x80, 64, 0],
+        ]
+    );
+    // Played 500 ms apart; received 500 ms apart within the worker's 1 ms
+    // polling and scheduling jitter.
+    let t: Vec<i64> = lines.iter().map(|l| l["t_us"].as_i64().unwrap()).collect();
+    for pair in [(0, 2), (2, 4)] {
+        let gap = t[pair.1] - t[pair.0];
+        assert!((475_000..=525_000).contains(&gap), "gap {gap} µs");
+    }
+}
+
+#[test]
+fn jam_peer_notes_come_out_of_the_plugin_live_on_the_participants_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let song = dir.path().join("scale.mid");
+    let expected = write_scale(&song);
+    let (peer, control) = jam_peer(
+        "bob",
+        &["--duration", "9", "--play", song.to_str().unwrap()],
+    );
+    let report = run_host(&[
+        "--seconds",
+        "6",
+        "--name",
+        "alice",
+        "--session",
+        &control,
+        "--latency",
+        "live",
+    ]);
+    drop(peer);
+    let got = notes(&report);
+    let keys: Vec<(i64, u8, bool)> = got.iter().map(|&(_, c, k, on)| (c, k, on)).collect();
+    let want: Vec<(i64, u8, bool)> = expected.iter().map(|&(_, k, on)| (0, k, on)).collect();
+    assert_eq!(keys, want, "bob is the first participant: channel 1 (0)");
+    // Spacing kept within arrival jitter (±25 ms = 1200 samples).
+    for (g, w) in got.windows(2).zip(expected.windows(2)) {
+        let (dg, dw) = (g[1].0 as i64 - g[0].0 as i64, w[1].0 as i64 - w[0].0 as i64);
+        assert!((dg - dw).abs() <= 1200, "spacing {dg} samples, played {dw}");
+    }
+    assert!(
+        report["peak"].as_f64().unwrap() > 0.01,
+        "the monitor synth played bob's notes"
+    );
+}
+
+#[test]
+fn interval_mode_places_jam_peer_notes_exactly_four_beats_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let song = dir.path().join("scale.mid");
+    let expected = write_scale(&song);
+    let (peer, control) = jam_peer(
+        "bob",
+        &["--duration", "10", "--play", song.to_str().unwrap()],
+    );
+    let report = run_host(&[
+        "--seconds",
+        "8",
+        "--name",
+        "alice",
+        "--session",
+        &control,
+        "--latency",
+        "interval",
+        "--interval",
+        "4",
+    ]);
+    drop(peer);
+    let got = notes(&report);
+    let keys: Vec<(u8, bool)> = got.iter().map(|&(_, _, k, on)| (k, on)).collect();
+    let want: Vec<(u8, bool)> = expected.iter().map(|&(_, k, on)| (k, on)).collect();
+    assert_eq!(keys, want);
+    // Blocks whose wake-up was over 15 ms late may have re-anchored the
+    // plugin's block clock: pairs spanning one are not checked to the sample.
+    let stalled: Vec<u64> = report["stalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[0].as_u64().unwrap() * 256)
+        .collect();
+    let mut exact = 0;
+    for (g, w) in got.windows(2).zip(expected.windows(2)) {
+        let (dg, dw) = (g[1].0 as i64 - g[0].0 as i64, w[1].0 as i64 - w[0].0 as i64);
+        if stalled
+            .iter()
+            .any(|&s| s > g[0].0.saturating_sub(96_000) && s <= g[1].0)
+        {
+            continue;
+        }
+        assert!(
+            (dg - dw).abs() <= 1,
+            "spacing {dg} samples, played {dw}: {got:?}"
+        );
+        exact += 1;
+    }
+    assert!(exact >= 5, "only {exact} pairs checked; stalls {stalled:?}");
+    // Four beats at 120 BPM after bob played: bob starts 1 s into the file
+    // once the session is up (a few ms after the host starts), so the first
+    // note sounds 3 s (+ session setup) into the host's run.
+    let first = got[0].0 as f64 / 48_000.0;
+    assert!((3.0..3.6).contains(&first), "first note at {first} s");
+}
+
+#[test]
+fn two_plugin_hosts_in_two_processes_play_to_each_other() {
+    let (control, data) =
+        jam_transport::driver::bind_pair("127.0.0.1".parse().unwrap(), 0, 64).unwrap();
+    let port = control.local_addr().unwrap().port();
+    drop((control, data));
+    let listen = format!("127.0.0.1:{port}");
+    let listener = host()
+        .args(["--seconds", "7", "--name", "anna", "--listen", &listen])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let player = run_host(&[
+        "--seconds",
+        "5",
+        "--name",
+        "ben",
+        "--session",
+        &listen,
+        "--play",
+        "60,64,67",
+    ]);
+    assert!(notes(&player).is_empty(), "anna played nothing");
+    let out = listener.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let anna: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys: Vec<(i64, u8, bool)> = notes(&anna)
+        .iter()
+        .map(|&(_, c, k, on)| (c, k, on))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            (0, 60, true),
+            (0, 60, false),
+            (0, 64, true),
+            (0, 64, false),
+            (0, 67, true),
+            (0, 67, false),
+        ]
+    );
+    assert!(anna["peak"].as_f64().unwrap() > 0.01);
+}
+
+#[test]
+fn state_saved_in_one_host_restores_the_session_in_another() {
+    let (peer, control) = jam_peer("bob", &["--duration", "9"]);
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("carol.state");
+    let first = run_host(&[
+        "--seconds",
+        "2",
+        "--name",
+        "carol",
+        "--session",
+        &control,
+        "--latency",
+        "interval",
+        "--interval",
+        "8",
+        "--state-out",
+        saved.to_str().unwrap(),
+    ]);
+    // A second instance, in another process, gets only the saved state.
+    let second = run_host(&[
+        "--seconds",
+        "3",
+        "--play",
+        "72",
+        "--play-at",
+        "1.5",
+        "--state-in",
+        saved.to_str().unwrap(),
+    ]);
+    for key in ["session", "display-name", "peer-id", "listen", "key-file"] {
+        assert_eq!(
+            first["state"]["fields"][key], second["state"]["fields"][key],
+            "{key}"
+        );
+    }
+    assert_eq!(second["state"]["params"]["latency"]["string"], "interval");
+    assert_eq!(second["state"]["params"]["interval"]["i32"], 8);
+    assert_eq!(second["state"]["fields"]["display-name"], "\"carol\"");
+    // It rejoined the saved session under the saved name and played into it.
+    let out = peer.wait_with_output().unwrap();
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["from"] == "carol" && l["midi"] == serde_json::json!([0x90, 72, 100])),
+        "{lines:?}"
+    );
+}
