@@ -110,10 +110,20 @@ pub(crate) struct Args {
 /// `t_us` values other processes on the same machine can compare.
 #[derive(Clone, Copy)]
 pub(crate) struct WallClock {
-    pub(crate) origin_unix_us: u64,
+    origin_unix_us: u64,
 }
 
 impl WallClock {
+    /// Wall-clock time now as the origin (call it with the clock's origin).
+    pub(crate) fn now() -> Self {
+        WallClock {
+            origin_unix_us: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(0),
+        }
+    }
+
     pub(crate) fn unix_us(&self, t: Micros) -> u64 {
         self.origin_unix_us.saturating_add(t.as_micros())
     }
@@ -175,12 +185,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         None => Vec::new(),
     };
     let clock = MonotonicClock::new();
-    let wall = WallClock {
-        origin_unix_us: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0),
-    };
+    let wall = WallClock::now();
     let seed = args.seed.unwrap_or_else(rand::random);
     let local = PeerId::random(&mut rand::rngs::StdRng::seed_from_u64(seed));
     let (engine, worker) = Engine::new(EngineConfig::new(local));

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use jam_core::Clock;
@@ -149,12 +149,7 @@ pub(crate) fn run(args: ServerArgs, common: Common) -> Result<()> {
             common.name, joined.member_id, joined.relay
         );
         let clock = MonotonicClock::new();
-        let wall = WallClock {
-            origin_unix_us: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_micros() as u64)
-                .unwrap_or(0),
-        };
+        let wall = WallClock::now();
         let mut key_seed = [0u8; 32];
         rand_core::Rng::fill_bytes(&mut util::os_rng(), &mut key_seed);
         let mut opts = PeerOptions::new(common.name.clone(), *secret, common.seed, key_seed);

@@ -54,46 +54,41 @@ fn wait_listening(http: SocketAddr) {
     }
 }
 
-/// A format-0 MIDI file: five note-on/note-off pairs, 125 ms apart.
+/// A MIDI file: five note-on/note-off pairs, 125 ms apart; returns the
+/// messages in order.
 fn write_scale(path: &Path) -> Vec<Vec<u8>> {
-    use midly::num::{u4, u7, u15, u28};
-    use midly::{
-        Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind,
-    };
-    let midi = |delta: u32, message| TrackEvent {
-        delta: u28::new(delta),
-        kind: TrackEventKind::Midi {
-            channel: u4::new(0),
-            message,
-        },
-    };
-    let mut track = Vec::new();
-    let mut expected = Vec::new();
+    let mut events = Vec::new();
     for (i, key) in [60u8, 62, 64, 65, 67].into_iter().enumerate() {
-        let on = MidiMessage::NoteOn {
-            key: u7::new(key),
-            vel: u7::new(100),
-        };
-        let off = MidiMessage::NoteOff {
-            key: u7::new(key),
-            vel: u7::new(64),
-        };
-        track.push(midi(if i == 0 { 0 } else { 120 }, on));
-        track.push(midi(120, off));
-        expected.push(vec![0x90, key, 100]);
-        expected.push(vec![0x80, key, 64]);
+        events.push((if i == 0 { 0 } else { 120 }, vec![0x90, key, 100]));
+        events.push((120, vec![0x80, key, 64]));
     }
-    track.push(TrackEvent {
-        delta: u28::new(0),
-        kind: TrackEventKind::Meta(MetaMessage::EndOfTrack),
-    });
-    Smf {
-        header: Header::new(Format::SingleTrack, Timing::Metrical(u15::new(480))),
-        tracks: vec![track],
+    jam_tests::smf::write(path, 480, 500_000, &events);
+    events.into_iter().map(|(_, m)| m).collect()
+}
+
+/// Waits for every peer to end (successfully) and returns their stdout.
+fn outputs(peers: Vec<(&'static str, Killed)>) -> Vec<(&'static str, String)> {
+    let mut outputs = Vec::new();
+    for (name, mut guard) in peers {
+        let mut out = String::new();
+        std::io::Read::read_to_string(guard.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+        let status = guard.0.wait().unwrap();
+        assert!(status.success(), "{name} failed");
+        outputs.push((name, out));
     }
-    .save(path)
-    .unwrap();
-    expected
+    outputs
+}
+
+/// The MIDI messages `out` (`--print` lines) has from `from`.
+fn heard_from(out: &str, from: &str) -> Vec<Vec<u8>> {
+    out.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["from"] == from)
+        .map(|v| {
+            assert!(v["t_us"].as_u64().unwrap() > 1_600_000_000_000_000);
+            serde_json::from_value(v["midi"].clone()).unwrap()
+        })
+        .collect()
 }
 
 /// Starts `jam peer --server` for `name`; its stderr lines go to the
@@ -200,14 +195,7 @@ fn three_jam_peers_join_one_session_through_jamd_and_hear_every_note() {
         &["--duration", "8", "--play", song_arg],
     );
 
-    let mut outputs = Vec::new();
-    for (name, mut guard) in [("alice", alice), ("carol", carol), ("bob", bob)] {
-        let mut out = String::new();
-        std::io::Read::read_to_string(guard.0.stdout.as_mut().unwrap(), &mut out).unwrap();
-        let status = guard.0.wait().unwrap();
-        assert!(status.success(), "{name} failed");
-        outputs.push((name, out));
-    }
+    let outputs = outputs(vec![("alice", alice), ("carol", carol), ("bob", bob)]);
     let alice_log: Vec<String> = alice_err.iter().collect();
     bob_log.extend(bob_err.iter());
     assert!(
@@ -216,15 +204,7 @@ fn three_jam_peers_join_one_session_through_jamd_and_hear_every_note() {
         "{alice_log:#?}"
     );
     for (name, out) in &outputs[1..] {
-        let got: Vec<Vec<u8>> = out
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|v| v["from"] == "alice")
-            .map(|v| {
-                assert!(v["t_us"].as_u64().unwrap() > 1_600_000_000_000_000);
-                serde_json::from_value(v["midi"].clone()).unwrap()
-            })
-            .collect();
+        let got = heard_from(out, "alice");
         assert_eq!(got, expected, "{name} heard alice's scale");
     }
     // Alice left at the end: the others noticed and rotated their keys.
@@ -504,26 +484,14 @@ fn three_players_behind_masquerading_routers_play_through_jamd() {
         "{carol_log:#?}"
     );
 
-    let mut outputs = Vec::new();
-    for (name, mut guard) in [("alice", alice), ("carol", carol), ("bob", bob)] {
-        let mut out = String::new();
-        std::io::Read::read_to_string(guard.0.stdout.as_mut().unwrap(), &mut out).unwrap();
-        let status = guard.0.wait().unwrap();
-        assert!(status.success(), "{name} failed");
-        outputs.push((name, out));
-    }
+    let outputs = outputs(vec![("alice", alice), ("carol", carol), ("bob", bob)]);
     let alice_log: Vec<String> = alice_err.iter().collect();
     assert!(
         alice_log.iter().any(|l| l.contains("seen as 10.99.0.11:")),
         "{alice_log:#?}"
     );
     for (name, out) in &outputs[1..] {
-        let got: Vec<Vec<u8>> = out
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|v| v["from"] == "alice")
-            .map(|v| serde_json::from_value(v["midi"].clone()).unwrap())
-            .collect();
+        let got = heard_from(out, "alice");
         assert_eq!(got, expected, "{name} heard alice's scale through the NAT");
     }
 }

@@ -202,6 +202,26 @@ async fn three_peers_join_through_jamd_hear_every_note_and_the_wire_reveals_noth
     server.shutdown().await.unwrap();
 }
 
+/// How many of `frames` (relay data packets' sender, destination and
+/// payload) `peer` opens as data from `sender` with the keys it holds.
+async fn count_opened(
+    peer: &jam_join::RunningPeer,
+    sender: u32,
+    frames: Vec<(u32, u32, Vec<u8>)>,
+) -> usize {
+    peer.driver
+        .call(move |p, now| {
+            frames
+                .iter()
+                .filter(|(_, _, f)| {
+                    matches!(p.secure_mut().open(now, sender, f), Ok(Opened::Data { .. }))
+                })
+                .count()
+        })
+        .await
+        .unwrap()
+}
+
 fn server_session(p: &jam_join::RunningPeer) -> u64 {
     p.joined.ticket.session
 }
@@ -280,21 +300,7 @@ async fn a_member_who_leaves_cannot_read_anything_sent_after_the_rotation() {
         .filter(|(_, d, _)| *d == bob_id)
         .collect();
     assert!(after.len() >= 4, "alice sent to bob after the rotation");
-    let opened = carol
-        .driver
-        .call(move |p, now| {
-            after
-                .iter()
-                .filter(|(_, _, f)| {
-                    matches!(
-                        p.secure_mut().open(now, alice_id, f),
-                        Ok(Opened::Data { .. })
-                    )
-                })
-                .count()
-        })
-        .await
-        .unwrap();
+    let opened = count_opened(&carol, alice_id, after).await;
     assert_eq!(
         opened, 0,
         "the leaver opened frames sent after the rotation"
@@ -302,20 +308,7 @@ async fn a_member_who_leaves_cannot_read_anything_sent_after_the_rotation() {
     // The same attempt on frames from before the rotation succeeds: the
     // check above is not vacuous.
     let tail: Vec<_> = before_leave.into_iter().rev().take(5).collect();
-    let opened_before = carol
-        .driver
-        .call(move |p, now| {
-            tail.iter()
-                .filter(|(_, _, f)| {
-                    matches!(
-                        p.secure_mut().open(now, alice_id, f),
-                        Ok(Opened::Data { .. })
-                    )
-                })
-                .count()
-        })
-        .await
-        .unwrap();
+    let opened_before = count_opened(&carol, alice_id, tail).await;
     assert!(opened_before > 0, "carol could read alice before she left");
 
     for p in [alice, bob, carol] {
