@@ -181,10 +181,10 @@ fn three_jam_peers_join_one_session_through_jamd_and_hear_every_note() {
     let song = dir.path().join("scale.mid");
     let expected = write_scale(&song);
 
-    let (bob, bob_err) = peer(&base, dir.path(), "bob", &["--duration", "14"]);
+    let (bob, bob_err) = peer(&base, dir.path(), "bob", &["--duration", "18"]);
     let mut bob_log = Vec::new();
     wait_for(&bob_err, "relay accepted us", &mut bob_log);
-    let (carol, carol_err) = peer(&base, dir.path(), "carol", &["--duration", "13"]);
+    let (carol, carol_err) = peer(&base, dir.path(), "carol", &["--duration", "17"]);
     let mut carol_log = Vec::new();
     wait_for(&carol_err, "relay accepted us", &mut carol_log);
     let song_arg = song.to_str().unwrap();
@@ -192,7 +192,7 @@ fn three_jam_peers_join_one_session_through_jamd_and_hear_every_note() {
         &base,
         dir.path(),
         "alice",
-        &["--duration", "8", "--play", song_arg],
+        &["--duration", "12", "--play", song_arg],
     );
 
     let outputs = outputs(vec![("alice", alice), ("carol", carol), ("bob", bob)]);
@@ -454,7 +454,7 @@ fn three_players_behind_masquerading_routers_play_through_jamd() {
     let song = dir.path().join("scale.mid");
     let expected = write_scale(&song);
     let h = |i: u32| format!("{tag}h{i}");
-    let (bob, bob_err) = peer_in(Some(&h(2)), base, dir.path(), "bob", &["--duration", "14"]);
+    let (bob, bob_err) = peer_in(Some(&h(2)), base, dir.path(), "bob", &["--duration", "18"]);
     let mut bob_log = Vec::new();
     wait_for(&bob_err, "relay accepted us", &mut bob_log);
     let (carol, carol_err) = peer_in(
@@ -462,7 +462,7 @@ fn three_players_behind_masquerading_routers_play_through_jamd() {
         base,
         dir.path(),
         "carol",
-        &["--duration", "13"],
+        &["--duration", "17"],
     );
     let mut carol_log = Vec::new();
     wait_for(&carol_err, "relay accepted us", &mut carol_log);
@@ -472,7 +472,7 @@ fn three_players_behind_masquerading_routers_play_through_jamd() {
         base,
         dir.path(),
         "alice",
-        &["--duration", "8", "--play", song_arg],
+        &["--duration", "12", "--play", song_arg],
     );
     // The relay saw each player at its router's public address.
     assert!(
