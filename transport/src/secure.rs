@@ -50,9 +50,11 @@
 //! for each epoch; their plaintext is a channel byte (see [`Channel`]) and
 //! the body. Key frames carry the sender's 32-byte key for `epoch`; key
 //! requests are empty; both are sealed under the pairwise key, with the
-//! sender's current epoch and a per-epoch, per-addressee counter in the
-//! nonce (a fresh epoch after a restart keeps the deterministic pairwise
-//! key's nonces unique).
+//! sender's current epoch and a per-addressee counter in the nonce. The
+//! pairwise key is deterministic, so its counters start in every epoch at a
+//! secret 62-bit point drawn from the instance's seed: a member that
+//! restarts within the same wall-clock second (same first epoch) does not
+//! repeat the nonces of its previous instance.
 //!
 //! Every receiver keeps a [`ReplayWindow`] per sender and epoch (and per
 //! pairwise channel), so a replayed frame is refused, as is any frame whose
@@ -463,6 +465,9 @@ pub struct SecureSession {
     /// Secret seed the sender keys are derived from, and how many were.
     key_seed: Zeroizing<[u8; 32]>,
     keys_drawn: u64,
+    /// Where pairwise counters start in each epoch
+    /// (see `pairwise_counter_base`).
+    pair_base: u64,
     epoch: u32,
     send_key: Zeroizing<[u8; 32]>,
     send_cipher: ChaCha20Poly1305,
@@ -525,6 +530,21 @@ pub fn pairwise_key(
 
 /// Sender key number `n` drawn from a secret seed:
 /// `HKDF-SHA256(salt = "jam-e2e-sender-v1", ikm = seed, info = n)`.
+/// Where this instance's pairwise counters start in every epoch: a secret
+/// 62-bit value drawn from the seed. Pairwise keys are deterministic (static
+/// X25519 between the two members), and a member that restarts within the
+/// same wall-clock second gets the same first epoch again; starting from a
+/// random point keeps its pairwise nonces from repeating the previous
+/// instance's (two instances overlap only if their few counters meet in a
+/// 2^62 space).
+fn pairwise_counter_base(seed: &[u8; 32]) -> u64 {
+    let mut out = [0u8; 8];
+    Hkdf::<Sha256>::new(Some(b"jam-e2e-pairwise-base-v1"), seed)
+        .expand(&[], &mut out)
+        .expect("8 bytes is a valid HKDF-SHA256 output length");
+    u64::from_be_bytes(out) >> 2
+}
+
 fn sender_key(seed: &[u8; 32], n: u64) -> Zeroizing<[u8; 32]> {
     let mut out = Zeroizing::new([0u8; 32]);
     Hkdf::<Sha256>::new(Some(b"jam-e2e-sender-v1"), seed)
@@ -560,7 +580,9 @@ impl SecureSession {
         let public = PublicKey::from(&sk).to_bytes();
         let key_seed = Zeroizing::new(seed);
         let key = sender_key(&key_seed, 0);
+        let pair_base = pairwise_counter_base(&key_seed);
         SecureSession {
+            pair_base,
             session,
             member,
             secret: sk,
@@ -651,7 +673,7 @@ impl SecureSession {
                     public_key: *pk,
                     to,
                     from,
-                    to_counter: 0,
+                    to_counter: self.pair_base,
                     from_windows: BTreeMap::new(),
                     keys: Vec::new(),
                     last_request: None,
@@ -680,7 +702,7 @@ impl SecureSession {
         self.rotations += 1;
         let ids: Vec<u32> = self.peers.keys().copied().collect();
         for p in self.peers.values_mut() {
-            p.to_counter = 0;
+            p.to_counter = self.pair_base;
         }
         for id in ids {
             self.queue_key(id);
@@ -1197,6 +1219,32 @@ mod tests {
     }
 
     #[test]
+    fn a_restart_in_the_same_second_never_repeats_a_pairwise_nonce() {
+        // Same member, same static key, same session, same wall-clock
+        // second: only the instance's seed differs, as after a crash and an
+        // immediate restart.
+        let ms = members(&[1, 2]);
+        let mut first = SecureSession::new(0x5e55, 1, ident(1).0, [7; 32], T0);
+        let mut second = SecureSession::new(0x5e55, 1, ident(1).0, [8; 32], T0);
+        assert_eq!(first.epoch(), second.epoch());
+        first.set_members(T0, &ms);
+        second.set_members(T0, &ms);
+        let (_, a) = first.poll_transmit().unwrap();
+        let (_, b) = second.poll_transmit().unwrap();
+        let (ha, hb) = (
+            FrameHeader::parse(&a).unwrap().0,
+            FrameHeader::parse(&b).unwrap().0,
+        );
+        assert_eq!(ha.kind, FrameKind::Key);
+        assert_eq!(ha.epoch, hb.epoch);
+        assert_ne!(ha.counter, hb.counter, "pairwise nonce reused");
+        // Both still open at the receiver's side of the pairwise channel.
+        let mut bob = node(2);
+        bob.set_members(T0, &ms);
+        bob.open(Micros::ZERO, 1, &a).unwrap();
+    }
+
+    #[test]
     fn an_old_key_frame_cannot_reopen_an_old_epoch() {
         let ms = members(&[1, 2]);
         let mut a = node(1);
@@ -1220,7 +1268,7 @@ mod tests {
         // the ones held is refused.
         let mut old_a = node(1);
         old_a.set_members(T0, &ms);
-        old_a.peers.get_mut(&2).unwrap().to_counter = 99;
+        old_a.peers.get_mut(&2).unwrap().to_counter += 99;
         while old_a.poll_transmit().is_some() {}
         let fresh = old_a.pairwise_frame(2, FrameKind::Key, &[0; 32]).unwrap();
         assert!(matches!(
