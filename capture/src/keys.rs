@@ -185,6 +185,12 @@ impl Identity {
         self.public
     }
 
+    /// The raw 32 secret bytes (for X25519 uses outside this crate, such
+    /// as the end-to-end encryption of live sessions in `jam-transport`).
+    pub fn to_secret_bytes(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.secret.to_bytes())
+    }
+
     /// The secret key as a `JAM-SECRET-KEY-1…` string.
     pub fn to_secret_string(&self) -> Zeroizing<String> {
         let hrp = Hrp::parse(SECRET_HRP).expect("valid human-readable part");

@@ -15,6 +15,7 @@ mod demo;
 mod keys;
 mod midifile;
 mod peer;
+mod peer_server;
 mod session;
 mod util;
 
@@ -30,7 +31,7 @@ struct Cli {
 enum Command {
     /// A headless participant: join sessions, play a MIDI file, print what
     /// arrives.
-    Peer(peer::Args),
+    Peer(Box<peer::Args>),
     /// Several players over an emulated network, with a report of what the
     /// recovery journal repaired.
     Demo(demo::Args),
@@ -50,7 +51,7 @@ fn main() -> ExitCode {
     jam_capture::hide_caught_panics();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Peer(a) => peer::run(a),
+        Command::Peer(a) => peer::run(*a),
         Command::Demo(a) => demo::run(a),
         Command::Session(args) => session::run(args),
         Command::Keys(a) => keys::run(a),

@@ -100,19 +100,31 @@ pub(crate) struct Args {
     /// the public key of --key.
     #[arg(long, value_name = "PUBKEY", requires = "capture")]
     to: Vec<String>,
-    #[arg(long, help = crate::util::KEY_HELP, requires = "capture")]
+    #[arg(long, help = crate::util::KEY_HELP)]
     key: Option<PathBuf>,
+    #[command(flatten)]
+    server: crate::peer_server::ServerArgs,
 }
 
 /// Maps the driver's monotonic clock to wall-clock microseconds, for
 /// `t_us` values other processes on the same machine can compare.
 #[derive(Clone, Copy)]
-struct WallClock {
+pub(crate) struct WallClock {
     origin_unix_us: u64,
 }
 
 impl WallClock {
-    fn unix_us(&self, t: Micros) -> u64 {
+    /// Wall-clock time now as the origin (call it with the clock's origin).
+    pub(crate) fn now() -> Self {
+        WallClock {
+            origin_unix_us: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(0),
+        }
+    }
+
+    pub(crate) fn unix_us(&self, t: Micros) -> u64 {
         self.origin_unix_us.saturating_add(t.as_micros())
     }
 }
@@ -146,6 +158,18 @@ pub(crate) fn run(args: Args) -> Result<()> {
         Some(path) => Some(midifile::load(path)?),
         None => None,
     };
+    if args.server.server().is_some() {
+        let common = crate::peer_server::Common {
+            name: args.name.clone(),
+            bind: args.listen.ip(),
+            print: args.print,
+            duration: args.duration,
+            seed: args.seed.unwrap_or_else(rand::random),
+            song,
+            key: args.key.clone(),
+        };
+        return crate::peer_server::run(args.server, common);
+    }
     let recipients = match &args.capture {
         Some(_) if args.to.is_empty() => {
             vec![crate::util::load_identity(args.key.as_deref())?.to_public()]
@@ -161,12 +185,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         None => Vec::new(),
     };
     let clock = MonotonicClock::new();
-    let wall = WallClock {
-        origin_unix_us: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0),
-    };
+    let wall = WallClock::now();
     let seed = args.seed.unwrap_or_else(rand::random);
     let local = PeerId::random(&mut rand::rngs::StdRng::seed_from_u64(seed));
     let (engine, worker) = Engine::new(EngineConfig::new(local));
@@ -448,7 +467,7 @@ impl Host {
 }
 
 /// Resolves on Ctrl-C, or SIGTERM on Unix.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -23,6 +23,14 @@
 //! - [`relay`]: the relay wire format shared by peers and `jamd`: a routing
 //!   header in front of an opaque payload, and the authenticated hello,
 //!   keepalive and leave messages (tickets and tags).
+//! - [`secure`]: end-to-end encryption of everything that goes through a
+//!   relay: per-member sender keys (ChaCha20-Poly1305, counter nonces, a
+//!   replay window at each receiver) distributed over pairwise
+//!   X25519/HKDF channels, rotated whenever a member leaves.
+//! - [`relay_client`]: the peer's side of the relay: hello with the join
+//!   ticket, keepalives, automatic re-hello after a relay restart, and
+//!   [`relay_client::RelayPeer`], a participant whose packets ride the
+//!   relay sealed by [`secure`].
 //! - [`reliable`]: an ordered, acknowledged message channel over datagrams
 //!   (fragmentation, selective acks, retransmission with backoff, restart
 //!   detection) that carries the session document's sync messages.
@@ -86,6 +94,8 @@ pub mod driver;
 pub mod netem;
 pub mod participant;
 pub mod relay;
+pub mod relay_client;
 pub mod reliable;
 pub mod rtp;
+pub mod secure;
 pub mod sim;

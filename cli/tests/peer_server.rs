@@ -1,0 +1,497 @@
+//! `jam peer --server URL --session NAME` as a user runs it: a real `jamd`
+//! process, three real `jam peer` processes joining one session by name on
+//! loopback, everything through the relay, end-to-end encrypted.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn jam() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_jam"))
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_ports() -> (SocketAddr, SocketAddr) {
+    let t = TcpListener::bind("127.0.0.1:0").unwrap();
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    (t.local_addr().unwrap(), u.local_addr().unwrap())
+}
+
+fn start_jamd(dir: &Path) -> (Killed, String) {
+    let bin = jam_tests::workspace_bin("jam-control-plane", "jamd");
+    let (http, relay) = free_ports();
+    let child = Command::new(bin)
+        .args(["serve", "--data-dir"])
+        .arg(dir)
+        .args(["--http-listen", &http.to_string()])
+        .args(["--relay-listen", &relay.to_string()])
+        .args(["--registration", "open"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("jamd starts");
+    let base = format!("http://{http}");
+    wait_listening(http);
+    (Killed(child), base)
+}
+
+fn wait_listening(http: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(http).is_err() {
+        assert!(Instant::now() < deadline, "jamd did not listen on {http}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A MIDI file: five note-on/note-off pairs, 125 ms apart; returns the
+/// messages in order.
+fn write_scale(path: &Path) -> Vec<Vec<u8>> {
+    let mut events = Vec::new();
+    for (i, key) in [60u8, 62, 64, 65, 67].into_iter().enumerate() {
+        events.push((if i == 0 { 0 } else { 120 }, vec![0x90, key, 100]));
+        events.push((120, vec![0x80, key, 64]));
+    }
+    jam_tests::smf::write(path, 480, 500_000, &events);
+    events.into_iter().map(|(_, m)| m).collect()
+}
+
+/// Waits for every peer to end (successfully) and returns their stdout.
+fn outputs(peers: Vec<(&'static str, Killed)>) -> Vec<(&'static str, String)> {
+    let mut outputs = Vec::new();
+    for (name, mut guard) in peers {
+        let mut out = String::new();
+        std::io::Read::read_to_string(guard.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+        let status = guard.0.wait().unwrap();
+        assert!(status.success(), "{name} failed");
+        outputs.push((name, out));
+    }
+    outputs
+}
+
+/// The MIDI messages `out` (`--print` lines) has from `from`.
+fn heard_from(out: &str, from: &str) -> Vec<Vec<u8>> {
+    out.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["from"] == from)
+        .map(|v| {
+            assert!(v["t_us"].as_u64().unwrap() > 1_600_000_000_000_000);
+            serde_json::from_value(v["midi"].clone()).unwrap()
+        })
+        .collect()
+}
+
+/// Starts `jam peer --server` for `name`; its stderr lines go to the
+/// returned channel.
+fn peer(base: &str, dir: &Path, name: &str, extra: &[&str]) -> (Killed, mpsc::Receiver<String>) {
+    peer_in(None, base, dir, name, extra)
+}
+
+/// [`peer`], run inside network namespace `netns` if given.
+fn peer_in(
+    netns: Option<&str>,
+    base: &str,
+    dir: &Path,
+    name: &str,
+    extra: &[&str],
+) -> (Killed, mpsc::Receiver<String>) {
+    let key = dir.join(format!("{name}.key"));
+    if !key.exists() {
+        let o = jam()
+            .args(["keys", "new", "-o"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let listen = if netns.is_some() {
+        "0.0.0.0:0"
+    } else {
+        "127.0.0.1:0"
+    };
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_jam")]);
+            c
+        }
+        None => jam(),
+    };
+    let mut child = cmd
+        .args(["peer", "--name", name, "--listen", listen, "--print"])
+        .args([
+            "--server",
+            base,
+            "--session",
+            "tuesday",
+            "--register",
+            "--create",
+        ])
+        .arg("--key")
+        .arg(&key)
+        .args(extra)
+        .env("JAM_PASSWORD", format!("password of {name}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in err.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (Killed(child), rx)
+}
+
+fn wait_for(rx: &mpsc::Receiver<String>, what: &str, log: &mut Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                let hit = l.contains(what);
+                log.push(l);
+                if hit {
+                    return;
+                }
+            }
+            Err(_) => panic!("no line containing {what:?}; saw {log:#?}"),
+        }
+    }
+}
+
+#[test]
+fn three_jam_peers_join_one_session_through_jamd_and_hear_every_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_jamd, base) = start_jamd(&dir.path().join("jamd"));
+    let song = dir.path().join("scale.mid");
+    let expected = write_scale(&song);
+
+    let (bob, bob_err) = peer(&base, dir.path(), "bob", &["--duration", "18"]);
+    let mut bob_log = Vec::new();
+    wait_for(&bob_err, "relay accepted us", &mut bob_log);
+    let (carol, carol_err) = peer(&base, dir.path(), "carol", &["--duration", "17"]);
+    let mut carol_log = Vec::new();
+    wait_for(&carol_err, "relay accepted us", &mut carol_log);
+    let song_arg = song.to_str().unwrap();
+    let (alice, alice_err) = peer(
+        &base,
+        dir.path(),
+        "alice",
+        &["--duration", "12", "--play", song_arg],
+    );
+
+    let outputs = outputs(vec![("alice", alice), ("carol", carol), ("bob", bob)]);
+    let alice_log: Vec<String> = alice_err.iter().collect();
+    bob_log.extend(bob_err.iter());
+    assert!(
+        alice_log.iter().any(|l| l.contains("joined bob"))
+            && alice_log.iter().any(|l| l.contains("joined carol")),
+        "{alice_log:#?}"
+    );
+    for (name, out) in &outputs[1..] {
+        let got = heard_from(out, "alice");
+        assert_eq!(got, expected, "{name} heard alice's scale");
+    }
+    // Alice left at the end: the others noticed and rotated their keys.
+    assert!(
+        bob_log.iter().any(|l| l.contains("new sender key")),
+        "{bob_log:#?}"
+    );
+}
+
+#[test]
+fn jam_peer_server_errors_name_the_problem() {
+    let o = jam()
+        .args(["peer", "--name", "x", "--server", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--session"));
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    assert!(
+        jam()
+            .args(["keys", "new", "-o"])
+            .arg(&key)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let o = jam()
+        .args([
+            "peer",
+            "--name",
+            "x",
+            "--server",
+            "http://127.0.0.1:9",
+            "--session",
+            "s",
+        ])
+        .arg("--key")
+        .arg(&key)
+        .env_remove("JAM_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("JAM_PASSWORD"));
+    let o = jam()
+        .args([
+            "peer",
+            "--name",
+            "x",
+            "--server",
+            "http://127.0.0.1:9",
+            "--session",
+            "s",
+        ])
+        .arg("--key")
+        .arg(&key)
+        .env("JAM_PASSWORD", "pw")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("cannot reach http://127.0.0.1:9"), "{e}");
+}
+
+/// Network namespaces for the NAT test, deleted (with their links) on drop.
+struct Netns(Vec<String>);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn sh(args: &[&str]) {
+    let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn in_ns(ns: &str, args: &[&str]) {
+    let mut v = vec!["ip", "netns", "exec", ns];
+    v.extend_from_slice(args);
+    sh(&v);
+}
+
+/// The issue's real-NAT test: `jamd` in one namespace on a small "internet"
+/// (a bridge), three players each in its own namespace behind its own
+/// masquerading router namespace whose firewall forwards nothing new from
+/// the outside. No port is opened on any player's side; they find each
+/// other through `jamd` and every note arrives.
+#[test]
+fn three_players_behind_masquerading_routers_play_through_jamd() {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        jam_tests::missing::<()>(
+            "root (network namespaces)",
+            "run the tests as root, as CI does",
+        );
+        return;
+    }
+    if jam_tests::require_tool("ip", "apt-get install iproute2").is_none()
+        || jam_tests::require_tool("nft", "apt-get install nftables").is_none()
+    {
+        return;
+    }
+    let tag = format!("j{}", std::process::id() % 100_000);
+    let wan = format!("{tag}wan");
+    let srv = format!("{tag}srv");
+    let mut all = vec![wan.clone(), srv.clone()];
+    for i in 1..=3 {
+        all.push(format!("{tag}r{i}"));
+        all.push(format!("{tag}h{i}"));
+    }
+    for ns in &all {
+        sh(&["ip", "netns", "add", ns]);
+    }
+    let _cleanup = Netns(all.clone());
+    for ns in &all {
+        in_ns(ns, &["ip", "link", "set", "lo", "up"]);
+    }
+    // The "internet": a bridge in `wan`, 10.99.0.0/24.
+    in_ns(&wan, &["ip", "link", "add", "br0", "type", "bridge"]);
+    in_ns(&wan, &["ip", "link", "set", "br0", "up"]);
+    let plug = |ns: &str, inside: &str, addr: &str, n: &str| {
+        let outside = format!("{tag}{n}");
+        sh(&[
+            "ip", "link", "add", &outside, "netns", &wan, "type", "veth", "peer", "name", inside,
+            "netns", ns,
+        ]);
+        in_ns(
+            &wan,
+            &["ip", "link", "set", &outside, "master", "br0", "up"],
+        );
+        in_ns(ns, &["ip", "addr", "add", addr, "dev", inside]);
+        in_ns(ns, &["ip", "link", "set", inside, "up"]);
+    };
+    plug(&srv, "eth0", "10.99.0.1/24", "s");
+    for i in 1..=3 {
+        let r = format!("{tag}r{i}");
+        let h = format!("{tag}h{i}");
+        plug(&r, "wan0", &format!("10.99.0.1{i}/24"), &format!("w{i}"));
+        sh(&[
+            "ip", "link", "add", "lan0", "netns", &r, "type", "veth", "peer", "name", "eth0",
+            "netns", &h,
+        ]);
+        in_ns(
+            &r,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("192.168.{i}.1/24"),
+                "dev",
+                "lan0",
+            ],
+        );
+        in_ns(&r, &["ip", "link", "set", "lan0", "up"]);
+        in_ns(
+            &h,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("192.168.{i}.2/24"),
+                "dev",
+                "eth0",
+            ],
+        );
+        in_ns(&h, &["ip", "link", "set", "eth0", "up"]);
+        in_ns(
+            &h,
+            &[
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("192.168.{i}.1"),
+            ],
+        );
+        in_ns(&r, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+        let rules = "table ip nat {\n\
+                     chain post {\n type nat hook postrouting priority 100;\n oifname \"wan0\" masquerade\n }\n\
+                     }\n\
+                     table ip filter {\n\
+                     chain through {\n type filter hook forward priority 0; policy drop;\n\
+                     ct state established,related accept\n iifname \"lan0\" oifname \"wan0\" accept\n }\n\
+                     }\n";
+        let file = std::env::temp_dir().join(format!("{r}.nft"));
+        std::fs::write(&file, rules).unwrap();
+        in_ns(&r, &["nft", "-f", file.to_str().unwrap()]);
+        let _ = std::fs::remove_file(file);
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let bin = jam_tests::workspace_bin("jam-control-plane", "jamd");
+    let data = dir.path().join("jamd");
+    let jamd = Command::new("ip")
+        .args(["netns", "exec", &srv])
+        .arg(bin)
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .args([
+            "--http-listen",
+            "10.99.0.1:8080",
+            "--relay-listen",
+            "10.99.0.1:7400",
+        ])
+        .args(["--registration", "open"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _jamd = Killed(jamd);
+    let base = "http://10.99.0.1:8080";
+    // Wait until jamd answers, from player 1's namespace (through its NAT).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("{tag}h1"),
+            "bash",
+            "-c",
+            "exec 3<>/dev/tcp/10.99.0.1/8080",
+        ])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "jamd is not reachable through the NAT"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let song = dir.path().join("scale.mid");
+    let expected = write_scale(&song);
+    let h = |i: u32| format!("{tag}h{i}");
+    let (bob, bob_err) = peer_in(Some(&h(2)), base, dir.path(), "bob", &["--duration", "18"]);
+    let mut bob_log = Vec::new();
+    wait_for(&bob_err, "relay accepted us", &mut bob_log);
+    let (carol, carol_err) = peer_in(
+        Some(&h(3)),
+        base,
+        dir.path(),
+        "carol",
+        &["--duration", "17"],
+    );
+    let mut carol_log = Vec::new();
+    wait_for(&carol_err, "relay accepted us", &mut carol_log);
+    let song_arg = song.to_str().unwrap();
+    let (alice, alice_err) = peer_in(
+        Some(&h(1)),
+        base,
+        dir.path(),
+        "alice",
+        &["--duration", "12", "--play", song_arg],
+    );
+    // The relay saw each player at its router's public address.
+    assert!(
+        bob_log.iter().any(|l| l.contains("seen as 10.99.0.12:")),
+        "{bob_log:#?}"
+    );
+    assert!(
+        carol_log.iter().any(|l| l.contains("seen as 10.99.0.13:")),
+        "{carol_log:#?}"
+    );
+
+    let outputs = outputs(vec![("alice", alice), ("carol", carol), ("bob", bob)]);
+    let alice_log: Vec<String> = alice_err.iter().collect();
+    assert!(
+        alice_log.iter().any(|l| l.contains("seen as 10.99.0.11:")),
+        "{alice_log:#?}"
+    );
+    for (name, out) in &outputs[1..] {
+        let got = heard_from(out, "alice");
+        assert_eq!(got, expected, "{name} heard alice's scale through the NAT");
+    }
+}

@@ -1,0 +1,511 @@
+//! Joining a jam session through `jamd`.
+//!
+//! Two pieces, both at the I/O edge (the protocol logic is sans-IO in
+//! `jam-transport`):
+//!
+//! - [`Jamd`]: the HTTP API client: log in, register the device's X25519
+//!   public key, find or create a session by name, join it (relay address,
+//!   ticket, members' public keys), list members, leave.
+//! - [`spawn_peer`]: runs a [`RelayPeer`] (a participant whose packets ride
+//!   the relay, end-to-end encrypted) on the tokio UDP driver, and polls the
+//!   member list so that joins and leaves reach the peer (a leave makes
+//!   every remaining member rotate its sender key).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), jam_join::JoinError> {
+//! use jam_join::{Jamd, PeerOptions, spawn_peer};
+//! let mut jamd = Jamd::new("http://127.0.0.1:8080");
+//! jamd.login("ana", "correct horse").await?;
+//! let secret = [7u8; 32]; // the device's X25519 secret (from its key file)
+//! let public = jam_join::public_key(&secret);
+//! let device = jamd.ensure_device("laptop", &public).await?;
+//! let session = jamd.find_session("friday").await?.expect("the session exists");
+//! let joined = jamd.join(&session, Some(&device), None).await?;
+//! let peer = spawn_peer(jamd, joined, PeerOptions::new("ana", secret, 1, [9; 32])).await?;
+//! // ... drive peer.driver, read peer.events ...
+//! peer.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Not here: the direct path between peers (they always use the relay for
+//! now), re-joining when a ticket expires (tickets last 12 hours by
+//! default), the plugin editor's join.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use jam_core::MonotonicClock;
+use jam_transport::driver::{Driver, DriverConfig, DriverError};
+use jam_transport::participant::ParticipantConfig;
+use jam_transport::relay::{HelloKey, Ticket, hex_decode, hex_encode};
+use jam_transport::relay_client::{
+    RelayClientConfig, RelayPeer, RelayPeerConfig, RelayPeerEvent, RemoteMember,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Why talking to `jamd` or starting the peer failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The request did not get an answer.
+    #[error("cannot reach {url}: {source}")]
+    Http {
+        /// The URL requested.
+        url: String,
+        /// What went wrong.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// `jamd` refused the request.
+    #[error("{what}: jamd answered {status}: {message}")]
+    Refused {
+        /// What we asked for.
+        what: &'static str,
+        /// The HTTP status.
+        status: StatusCode,
+        /// `jamd`'s message.
+        message: String,
+    },
+    /// The answer is not what the API documents.
+    #[error("unexpected answer to {what}: {detail}")]
+    BadResponse {
+        /// What we asked for.
+        what: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The relay address does not resolve.
+    #[error("cannot resolve relay address {0}")]
+    Resolve(String),
+    /// The UDP driver failed.
+    #[error("network driver: {0}")]
+    Driver(#[from] DriverError),
+    /// A call needs a login first.
+    #[error("not logged in")]
+    NotLoggedIn,
+}
+
+/// A client of `jamd`'s HTTP API.
+#[derive(Debug, Clone)]
+pub struct Jamd {
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+/// Everything a join returns that the peer needs.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    /// Session id (16 hex digits).
+    pub session_id: String,
+    /// Our member id.
+    pub member_id: u32,
+    /// The relay's UDP address as `jamd` gave it (`host:port`).
+    pub relay: String,
+    /// The relay ticket.
+    pub ticket: Ticket,
+    /// The key for our relay control messages.
+    pub hello_key: HelloKey,
+    /// `jamd`'s unix clock (ms) when it answered.
+    pub server_time_ms: i64,
+    /// The members (ourselves included) that have a device key.
+    pub members: Vec<RemoteMember>,
+}
+
+/// The X25519 public key of a raw secret.
+pub fn public_key(secret: &[u8; 32]) -> [u8; 32] {
+    jam_transport::secure::public_key(secret)
+}
+
+fn parse_members(v: &Value) -> Result<Vec<RemoteMember>, JoinError> {
+    let bad = |detail: String| JoinError::BadResponse {
+        what: "members",
+        detail,
+    };
+    let list = v
+        .as_array()
+        .ok_or_else(|| bad(format!("not a list: {v}")))?;
+    let mut out = Vec::new();
+    for m in list {
+        let id = m["member_id"]
+            .as_u64()
+            .and_then(|i| u32::try_from(i).ok())
+            .ok_or_else(|| bad(format!("no member_id in {m}")))?;
+        // A member without a device key cannot take part in an encrypted
+        // session; it is left out.
+        let Some(pk) = m["public_key"].as_str() else {
+            continue;
+        };
+        let mut public_key = [0u8; 32];
+        hex_decode(pk, &mut public_key).ok_or_else(|| bad(format!("public key {pk:?}")))?;
+        out.push(RemoteMember {
+            id,
+            public_key,
+            online: m["online"].as_bool().unwrap_or(false),
+        });
+    }
+    Ok(out)
+}
+
+impl Jamd {
+    /// A client for the server at `base` (`http://host:port`).
+    pub fn new(base: impl Into<String>) -> Self {
+        Jamd {
+            base: base.into().trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
+            token: None,
+        }
+    }
+
+    async fn request(
+        &self,
+        what: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, JoinError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|source| JoinError::Http {
+            url: url.clone(),
+            source,
+        })?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|source| JoinError::Http { url, source })?;
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(JoinError::Refused {
+                what,
+                status,
+                message: v["message"].as_str().unwrap_or(&text).to_string(),
+            });
+        }
+        Ok(v)
+    }
+
+    fn need_token(&self) -> Result<(), JoinError> {
+        self.token
+            .as_ref()
+            .map(|_| ())
+            .ok_or(JoinError::NotLoggedIn)
+    }
+
+    /// Creates an account (servers with open registration).
+    pub async fn register(&self, username: &str, password: &str) -> Result<(), JoinError> {
+        self.request(
+            "register",
+            Method::POST,
+            "/api/accounts",
+            Some(json!({ "username": username, "password": password })),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Logs in; later calls use the token.
+    pub async fn login(&mut self, username: &str, password: &str) -> Result<(), JoinError> {
+        let v = self
+            .request(
+                "login",
+                Method::POST,
+                "/api/login",
+                Some(json!({ "username": username, "password": password })),
+            )
+            .await?;
+        let token = v["token"].as_str().ok_or_else(|| JoinError::BadResponse {
+            what: "login",
+            detail: "no token".into(),
+        })?;
+        self.token = Some(token.to_string());
+        Ok(())
+    }
+
+    /// The id of our device with this public key, registering it under
+    /// `name` if it is not yet.
+    pub async fn ensure_device(
+        &self,
+        name: &str,
+        public_key: &[u8; 32],
+    ) -> Result<String, JoinError> {
+        self.need_token()?;
+        let hex = hex_encode(public_key);
+        let list = self
+            .request("list devices", Method::GET, "/api/devices", None)
+            .await?;
+        if let Some(id) = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|d| d["public_key"].as_str() == Some(hex.as_str()))
+            .and_then(|d| d["id"].as_str())
+        {
+            return Ok(id.to_string());
+        }
+        let d = self
+            .request(
+                "register device",
+                Method::POST,
+                "/api/devices",
+                Some(json!({ "name": name, "public_key": hex })),
+            )
+            .await?;
+        d["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| JoinError::BadResponse {
+                what: "register device",
+                detail: format!("no id in {d}"),
+            })
+    }
+
+    /// The id of the session called `name`, if there is one.
+    pub async fn find_session(&self, name: &str) -> Result<Option<String>, JoinError> {
+        let path = format!("/api/sessions/by-name/{}", encode_path(name));
+        match self.request("find session", Method::GET, &path, None).await {
+            Ok(v) => Ok(v["id"].as_str().map(str::to_string)),
+            Err(JoinError::Refused {
+                status: StatusCode::NOT_FOUND,
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a public session called `name`; returns its id.
+    pub async fn create_session(&self, name: &str) -> Result<String, JoinError> {
+        self.need_token()?;
+        let v = self
+            .request(
+                "create session",
+                Method::POST,
+                "/api/sessions",
+                Some(json!({ "name": name, "public": true })),
+            )
+            .await?;
+        v["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| JoinError::BadResponse {
+                what: "create session",
+                detail: format!("no id in {v}"),
+            })
+    }
+
+    /// Joins a session with a device (default: the newest one).
+    pub async fn join(
+        &self,
+        session_id: &str,
+        device_id: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<Joined, JoinError> {
+        self.need_token()?;
+        let mut body = json!({});
+        if let Some(d) = device_id {
+            body["device_id"] = json!(d);
+        }
+        if let Some(p) = password {
+            body["password"] = json!(p);
+        }
+        let v = self
+            .request(
+                "join",
+                Method::POST,
+                &format!("/api/sessions/{session_id}/join"),
+                Some(body),
+            )
+            .await?;
+        let bad = |detail: &str| JoinError::BadResponse {
+            what: "join",
+            detail: detail.to_string(),
+        };
+        let ticket = Ticket::from_hex(v["ticket"].as_str().ok_or_else(|| bad("no ticket"))?)
+            .map_err(|e| bad(&format!("ticket: {e}")))?;
+        let hello_key = HelloKey::from_hex(v["hello_key"].as_str().ok_or_else(|| bad("no key"))?)
+            .ok_or_else(|| bad("hello key is not 64 hex digits"))?;
+        Ok(Joined {
+            session_id: session_id.to_string(),
+            member_id: ticket.member,
+            relay: v["relay"]
+                .as_str()
+                .ok_or_else(|| bad("no relay"))?
+                .to_string(),
+            ticket,
+            hello_key,
+            server_time_ms: v["server_time_ms"]
+                .as_i64()
+                .ok_or_else(|| bad("no server time"))?,
+            members: parse_members(&v["members"])?,
+        })
+    }
+
+    /// The session's members that have a device key.
+    pub async fn members(&self, session_id: &str) -> Result<Vec<RemoteMember>, JoinError> {
+        let v = self
+            .request(
+                "members",
+                Method::GET,
+                &format!("/api/sessions/{session_id}/members"),
+                None,
+            )
+            .await?;
+        parse_members(&v)
+    }
+
+    /// Leaves a session (the relay forgets us; the others rotate).
+    pub async fn leave(&self, session_id: &str) -> Result<(), JoinError> {
+        self.request(
+            "leave",
+            Method::POST,
+            &format!("/api/sessions/{session_id}/leave"),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// Percent-encodes a path segment (session names may hold spaces and
+/// anything else but control characters).
+fn encode_path(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// How to run a peer.
+#[derive(Debug, Clone)]
+pub struct PeerOptions {
+    /// The name other participants see.
+    pub name: String,
+    /// The device's raw X25519 secret.
+    pub secret: [u8; 32],
+    /// Seeds SSRC, tokens, sequence numbers and nonces.
+    pub seed: u64,
+    /// Seeds the sender keys (32 bytes from the OS generator).
+    pub key_seed: [u8; 32],
+    /// The local address to bind (0.0.0.0 by default).
+    pub bind: IpAddr,
+    /// How often the member list is fetched.
+    pub poll_interval: Duration,
+    /// The clock the driver runs on (share it to stamp MIDI you send).
+    pub clock: MonotonicClock,
+}
+
+impl PeerOptions {
+    /// Defaults: bind every IPv4 interface, poll members every 500 ms.
+    pub fn new(name: impl Into<String>, secret: [u8; 32], seed: u64, key_seed: [u8; 32]) -> Self {
+        PeerOptions {
+            name: name.into(),
+            secret,
+            seed,
+            key_seed,
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            poll_interval: Duration::from_millis(500),
+            clock: MonotonicClock::new(),
+        }
+    }
+}
+
+/// A running peer: the driver (send MIDI with
+/// `driver.call(|p, now| p.participant().send(now, now, msg))`) and its
+/// events.
+pub struct RunningPeer {
+    /// The UDP driver running the [`RelayPeer`].
+    pub driver: Driver<RelayPeer>,
+    /// What the peer reports.
+    pub events: UnboundedReceiver<RelayPeerEvent>,
+    /// The session joined.
+    pub joined: Joined,
+    poller: tokio::task::JoinHandle<()>,
+}
+
+impl RunningPeer {
+    /// Ends every session, says goodbye to the relay, stops the driver;
+    /// returns the peer for a last look at its state.
+    pub async fn close(self) -> Result<RelayPeer, JoinError> {
+        self.poller.abort();
+        self.driver.call(|p, now| p.close(now)).await?;
+        Ok(self.driver.shutdown().await?)
+    }
+}
+
+/// Starts a [`RelayPeer`] for a join on a fresh UDP port, and a task that
+/// hands it the member list every [`PeerOptions::poll_interval`] (failed
+/// polls, e.g. while `jamd` restarts, are skipped).
+pub async fn spawn_peer(
+    jamd: Jamd,
+    joined: Joined,
+    opts: PeerOptions,
+) -> Result<RunningPeer, JoinError> {
+    let relay = tokio::net::lookup_host(&joined.relay)
+        .await
+        .map_err(|_| JoinError::Resolve(joined.relay.clone()))?
+        .find(SocketAddr::is_ipv4)
+        .ok_or_else(|| JoinError::Resolve(joined.relay.clone()))?;
+    let config = RelayPeerConfig {
+        relay: RelayClientConfig::new(relay, joined.ticket, joined.hello_key.clone()),
+        participant: ParticipantConfig::new(opts.name.clone(), opts.seed),
+        secret: opts.secret,
+        key_seed: opts.key_seed,
+        unix_us: u64::try_from(joined.server_time_ms).unwrap_or(0) * 1_000,
+        reinvite_interval: Duration::from_secs(1),
+    };
+    let driver_config = DriverConfig {
+        ip: opts.bind,
+        ..DriverConfig::loopback()
+    };
+    let members = joined.members.clone();
+    let (driver, events) = Driver::spawn(driver_config, opts.clock, move |now| {
+        let mut p = RelayPeer::new(config, now);
+        p.set_members(now, &members);
+        p
+    })
+    .await?;
+    let handle = driver.handle();
+    let session = joined.session_id.clone();
+    let interval = opts.poll_interval;
+    let poller = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match jamd.members(&session).await {
+                Ok(list) => {
+                    if handle
+                        .submit(move |p, now| p.set_members(now, &list))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "member poll failed"),
+            }
+        }
+    });
+    Ok(RunningPeer {
+        driver,
+        events,
+        joined,
+        poller,
+    })
+}

@@ -1,0 +1,172 @@
+//! The real `jamd` binary killed with SIGKILL in the middle of a session
+//! and started again on the same ports and data directory: the peers say
+//! hello again by themselves, the music goes on, and the accounts, the
+//! session and its members are all still in the database.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Heard, join_peer, listen, play, wait_joined};
+use jam_join::Jamd;
+
+struct JamdProcess {
+    child: Child,
+}
+
+impl Drop for JamdProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_ports() -> (SocketAddr, SocketAddr) {
+    let t = TcpListener::bind("127.0.0.1:0").unwrap();
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    (t.local_addr().unwrap(), u.local_addr().unwrap())
+}
+
+fn start(bin: &Path, dir: &Path, http: SocketAddr, relay: SocketAddr) -> JamdProcess {
+    let child = Command::new(bin)
+        .args(["serve", "--data-dir"])
+        .arg(dir)
+        .args(["--http-listen", &http.to_string()])
+        .args(["--relay-listen", &relay.to_string()])
+        .args(["--registration", "open"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("jamd starts");
+    JamdProcess { child }
+}
+
+async fn wait_healthy(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let http = reqwest::Client::new();
+    while Instant::now() < deadline {
+        if let Ok(r) = http.get(format!("{base}/healthz")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("jamd at {base} did not come up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_reconnect_by_themselves_after_jamd_is_killed_and_restarted() {
+    let bin = jam_tests::workspace_bin("jam-control-plane", "jamd");
+    let dir = tempfile::tempdir().unwrap();
+    let (http, relay) = free_ports();
+    let base = format!("http://{http}");
+    let mut jamd = start(&bin, dir.path(), http, relay);
+    wait_healthy(&base).await;
+
+    let mut peers = Vec::new();
+    for user in ["alice", "bob", "carol"] {
+        peers.push(join_peer(&base, "restart", user, None).await);
+    }
+    for p in &peers {
+        wait_joined(p, 2, Duration::from_secs(30)).await;
+    }
+    let mut heard: Vec<Heard> = (0..3).map(|_| Heard::default()).collect();
+    let mut names: Vec<BTreeMap<_, _>> = (0..3).map(|_| BTreeMap::new()).collect();
+    for (i, p) in peers.iter_mut().enumerate() {
+        listen(
+            p,
+            &mut heard[i],
+            &mut names[i],
+            Duration::from_secs(10),
+            |h| h.connects >= 1,
+        )
+        .await;
+    }
+    play(&peers[0], 0, &[40, 41]).await;
+    for i in 1..3 {
+        listen(
+            &mut peers[i],
+            &mut heard[i],
+            &mut names[i],
+            Duration::from_secs(10),
+            |h| h.notes.len() >= 2,
+        )
+        .await;
+        assert_eq!(heard[i].notes.len(), 2);
+    }
+
+    // SIGKILL: no goodbye, no flush.
+    let pid = jamd.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = jamd.child.wait();
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    jamd = start(&bin, dir.path(), http, relay);
+    wait_healthy(&base).await;
+    let restarted = killed.elapsed();
+
+    let mut worst = Duration::ZERO;
+    for (i, p) in peers.iter_mut().enumerate() {
+        listen(
+            p,
+            &mut heard[i],
+            &mut names[i],
+            Duration::from_secs(30),
+            |h| h.connects >= 2,
+        )
+        .await;
+        assert!(
+            heard[i].connects >= 2,
+            "peer {i} did not say hello again within 30 s"
+        );
+        let at = *heard[i].connected_at.last().unwrap();
+        worst = worst.max(at.duration_since(killed));
+    }
+    eprintln!(
+        "jamd back after {:.2} s; every peer reconnected {:.2} s after the kill",
+        restarted.as_secs_f64(),
+        worst.as_secs_f64()
+    );
+
+    // The session goes on.
+    play(&peers[1], 1, &[60, 61, 62]).await;
+    for i in [0, 2] {
+        let want = heard[i].notes.len() + 3;
+        listen(
+            &mut peers[i],
+            &mut heard[i],
+            &mut names[i],
+            Duration::from_secs(10),
+            |h| h.notes.len() >= want,
+        )
+        .await;
+        assert_eq!(heard[i].notes.len(), want, "peer {i}: {:?}", heard[i].notes);
+    }
+
+    // Nothing in the database was lost: the accounts log in, the session
+    // is found by name, all three members are listed.
+    let mut api = Jamd::new(&base);
+    api.login("carol", &common::password("carol"))
+        .await
+        .unwrap();
+    let id = api.find_session("restart").await.unwrap().expect("session");
+    assert_eq!(id, peers[0].joined.session_id);
+    let members = api.members(&id).await.unwrap();
+    assert_eq!(members.len(), 3, "{members:?}");
+
+    for p in peers {
+        p.close().await.unwrap();
+    }
+    drop(jamd);
+}
