@@ -217,7 +217,7 @@ pub fn velocity_value(bucket: u8) -> u8 {
 /// Interval from the previous pitch, clamped to two octaves each way and
 /// offset to be non-negative (0..=48; 24 = unison).
 pub fn interval_symbol(prev: u8, pitch: u8) -> u16 {
-    (i32::from(pitch) - i32::from(prev)).clamp(-24, 24) as u16 + 24
+    ((i32::from(pitch) - i32::from(prev)).clamp(-24, 24) + 24) as u16
 }
 
 /// Number of interval symbols.
@@ -225,7 +225,7 @@ pub const N_INTERVAL: usize = 49;
 
 /// Pitch class relative to the tonic, 0-11.
 pub fn degree_symbol(key: Key, pitch: u8) -> u16 {
-    u16::from((pitch + 12 - key.tonic % 12) % 12)
+    (u16::from(pitch) + 12 - u16::from(key.tonic % 12)) % 12
 }
 
 #[cfg(test)]
