@@ -397,8 +397,10 @@ const MAGIC: &[u8; 4] = b"JAMM";
 const FORMAT_VERSION: u16 = 1;
 const HEADER_LEN: usize = 16;
 
-/// Wraps a body in the model header.
-pub(crate) fn wrap_body(kind: AgentKind, body: &[u8]) -> Vec<u8> {
+/// Wraps a model body in the header (kind, version, length, checksum).
+/// Each model's `to_model_bytes` uses it; tools and the fuzzer use it to
+/// build model bytes around a body of their own.
+pub fn frame_model(kind: AgentKind, body: &[u8]) -> Vec<u8> {
     let mut e = Enc::default();
     e.buf.extend_from_slice(MAGIC);
     e.u16(FORMAT_VERSION)
@@ -411,7 +413,7 @@ pub(crate) fn wrap_body(kind: AgentKind, body: &[u8]) -> Vec<u8> {
 }
 
 /// Checks the header and checksum; returns the kind and the body.
-pub fn unwrap_body(bytes: &[u8]) -> Result<(AgentKind, &[u8]), ModelError> {
+pub fn unframe_model(bytes: &[u8]) -> Result<(AgentKind, &[u8]), ModelError> {
     let mut d = Dec::new(bytes);
     let magic = d.take(4)?;
     if magic != MAGIC {
@@ -481,7 +483,7 @@ impl DecodedModel {
 /// Reads model bytes: header, checksum, and the whole body, validated.
 /// Never panics; never touches an inference runtime.
 pub fn decode_model(bytes: &[u8]) -> Result<DecodedModel, ModelError> {
-    let (kind, body) = unwrap_body(bytes)?;
+    let (kind, body) = unframe_model(bytes)?;
     Ok(match kind {
         AgentKind::Markov => DecodedModel::Markov(markov::MarkovModel::decode_body(body)?),
         AgentKind::Trigram => DecodedModel::Trigram(trigram::TrigramModel::decode_body(body)?),
@@ -495,31 +497,31 @@ mod tests {
 
     #[test]
     fn header_damage_gives_clear_errors() {
-        let good = wrap_body(AgentKind::Trigram, b"body");
+        let good = frame_model(AgentKind::Trigram, b"body");
         assert_eq!(
-            unwrap_body(&good).unwrap(),
+            unframe_model(&good).unwrap(),
             (AgentKind::Trigram, &b"body"[..])
         );
         let mut bad = good.clone();
         bad[0] = b'X';
-        assert!(matches!(unwrap_body(&bad), Err(ModelError::BadMagic(_))));
+        assert!(matches!(unframe_model(&bad), Err(ModelError::BadMagic(_))));
         let mut bad = good.clone();
         bad[5] = 9;
-        assert_eq!(unwrap_body(&bad), Err(ModelError::UnsupportedVersion(9)));
+        assert_eq!(unframe_model(&bad), Err(ModelError::UnsupportedVersion(9)));
         let mut bad = good.clone();
         bad[6] = 77;
-        assert_eq!(unwrap_body(&bad), Err(ModelError::UnknownKind(77)));
+        assert_eq!(unframe_model(&bad), Err(ModelError::UnknownKind(77)));
         let mut bad = good.clone();
         *bad.last_mut().unwrap() ^= 1;
         assert!(matches!(
-            unwrap_body(&bad),
+            unframe_model(&bad),
             Err(ModelError::Checksum { .. })
         ));
         assert!(matches!(
-            unwrap_body(&good[..10]),
+            unframe_model(&good[..10]),
             Err(ModelError::Truncated { .. })
         ));
-        let msg = unwrap_body(&good[..18]).unwrap_err().to_string();
+        let msg = unframe_model(&good[..18]).unwrap_err().to_string();
         assert_eq!(
             msg,
             "agent model truncated at byte 16: needs 4 more bytes, 2 left"

@@ -44,8 +44,8 @@
 use super::codec::{Dec, Enc};
 use super::ppm::{Escape, Ppm};
 use super::{
-    Agent, AgentError, AgentKind, ModelError, NextNote, PITCH_FLOOR, SeqContext,
-    normalise_with_floor, wrap_body,
+    Agent, AgentError, AgentKind, ModelError, NextNote, PITCH_FLOOR, SeqContext, frame_model,
+    normalise_with_floor,
 };
 use crate::features::{
     Key, N_INTERVAL, N_RHYTHM, N_VELOCITY, Note, NoteSeq, Role, degree_symbol, interval_symbol,
@@ -318,7 +318,7 @@ impl MarkovModel {
             set.duration.encode(&mut e);
             set.velocity.encode(&mut e);
         }
-        wrap_body(AgentKind::Markov, &e.buf)
+        frame_model(AgentKind::Markov, &e.buf)
     }
 
     /// Reads a body written by [`MarkovModel::to_model_bytes`].

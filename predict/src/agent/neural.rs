@@ -26,8 +26,8 @@ pub mod runtime;
 
 use super::codec::{Dec, Enc};
 use super::{
-    Agent, AgentError, AgentKind, ModelError, NextNote, PITCH_FLOOR, SeqContext,
-    normalise_with_floor, wrap_body,
+    Agent, AgentError, AgentKind, ModelError, NextNote, PITCH_FLOOR, SeqContext, frame_model,
+    normalise_with_floor,
 };
 use crate::features::{
     N_INTERVAL, N_RHYTHM, N_VELOCITY, Note, NoteSeq, degree_symbol, interval_symbol, rhythm_class,
@@ -232,7 +232,7 @@ impl NeuralModel {
         e.u8(self.context as u8)
             .u16(self.net.h as u16)
             .bytes(&self.onnx);
-        wrap_body(AgentKind::Neural, &e.buf)
+        frame_model(AgentKind::Neural, &e.buf)
     }
 
     /// Reads a body written by [`NeuralModel::to_model_bytes`], checking

@@ -21,8 +21,8 @@
 
 use super::codec::{Dec, Enc};
 use super::{
-    Agent, AgentError, AgentKind, ModelError, NextNote, PITCH_FLOOR, SeqContext,
-    normalise_with_floor, wrap_body,
+    Agent, AgentError, AgentKind, ModelError, NextNote, PITCH_FLOOR, SeqContext, frame_model,
+    normalise_with_floor,
 };
 use crate::features::{N_RHYTHM, N_VELOCITY, Note, NoteSeq, rhythm_class, velocity_bucket};
 use std::collections::BTreeMap;
@@ -199,7 +199,7 @@ impl TrigramModel {
         self.ioi.encode(&mut e);
         self.duration.encode(&mut e);
         self.velocity.encode(&mut e);
-        wrap_body(AgentKind::Trigram, &e.buf)
+        frame_model(AgentKind::Trigram, &e.buf)
     }
 
     /// Reads a body written by [`TrigramModel::to_model_bytes`].
