@@ -9,10 +9,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod agent;
+mod capture;
 mod demo;
+mod keys;
 mod midifile;
 mod peer;
 mod session;
+mod util;
 
 /// jam.togthr: play together over the internet.
 #[derive(Debug, Parser)]
@@ -32,14 +36,26 @@ enum Command {
     Demo(demo::Args),
     /// Inspect and create session documents.
     Session(session::Args),
+    /// Identity keys: create one, show its public key.
+    Keys(keys::Args),
+    /// Session captures (.scp): inspect, verify, replay, export, repair.
+    Capture(capture::Args),
+    /// Agents (.agent): inspect, share with a collaborator, revoke.
+    Agent(agent::Args),
 }
 
 fn main() -> ExitCode {
+    // Automerge panics on some malformed changes; jam-capture turns those
+    // into errors, and the error says what happened without a panic trace.
+    jam_capture::hide_caught_panics();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Peer(a) => peer::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Session(args) => session::run(args),
+        Command::Keys(a) => keys::run(a),
+        Command::Capture(a) => capture::run(a),
+        Command::Agent(a) => agent::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -62,9 +62,9 @@ struct NewArgs {
     /// Your peer id, 32 hex digits (random if absent).
     #[arg(long)]
     peer: Option<PeerId>,
-    /// Your X25519 public key, 64 hex digits. Without it the entry carries
-    /// an all-zero key, which no peer can encrypt to; set it once `jam keys`
-    /// has made one.
+    /// Your X25519 public key: the `jam1…` string `jam keys show` prints, or
+    /// 64 hex digits. Without it the entry carries an all-zero key, which no
+    /// peer can encrypt to.
     #[arg(long, value_parser = parse_key32)]
     public_key: Option<[u8; 32]>,
     /// Creation time, Unix milliseconds (now if absent).
@@ -147,6 +147,12 @@ pub(crate) fn run(args: Args) -> Result<()> {
 }
 
 fn parse_key32(s: &str) -> Result<[u8; 32], String> {
+    if s.starts_with("jam1") {
+        return s
+            .parse::<jam_capture::Recipient>()
+            .map(|r| r.to_bytes())
+            .map_err(|e| e.to_string());
+    }
     if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!("expected 64 hex digits, got `{s}`"));
     }

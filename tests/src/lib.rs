@@ -1,5 +1,17 @@
 //! Helpers for jam.togthr's integration tests; the scenarios live in
-//! `tests/tests/`.
+//! `tests/tests/`, the loopback latency benchmark in `tests/benches/`.
+//!
+//! - this file: finding tools ([`require_tool`], [`require_python`]), the
+//!   workspace ([`workspace_root`], [`workspace_bin`]) and CI ([`in_ci`]);
+//! - [`process`]: [`process::JsonChild`], a child process that prints JSON
+//!   lines (the shape of every external test peer here);
+//! - [`pymidi`]: pymidi 0.5.0 as an AppleMIDI peer in a subprocess
+//!   (`tests/python/pymidi_peer.py`), receiving and, with its own packet
+//!   builder, sending RTP-MIDI;
+//! - [`jam_peer`]: the `jam peer` binary as a test peer;
+//! - [`tshark`]: live captures on `lo` and reading them back through
+//!   tshark's AppleMIDI and RTP-MIDI dissectors;
+//! - [`smf`]: writing Standard MIDI Files for `jam peer --play`.
 //!
 //! The rule these helpers enforce: a test that needs a system tool (tshark, a
 //! Python package from the project's venv, PostgreSQL, Chromium) says so
@@ -16,6 +28,12 @@ pub mod session_mesh;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+pub mod jam_peer;
+pub mod process;
+pub mod pymidi;
+pub mod smf;
+pub mod tshark;
 
 /// True when running under CI (`CI` set to `true` or `1`), where missing
 /// tools are failures instead of skips.

@@ -171,34 +171,33 @@ fn tshark_dissects_every_packet_as_rtp_midi_with_journal() {
         String::from_utf8(out.stdout).unwrap()
     };
 
-    // One line per packet: sequence number, checkpoint, channel journal lengths.
-    let fields = run(&[
-        "-T",
-        "fields",
-        "-e",
-        "rtp.seq",
-        "-e",
-        "rtpmidi.check_Seq_num",
-        "-e",
-        "rtpmidi.cmd_chanjour_len",
-    ]);
-    let lines: Vec<&str> = fields.lines().collect();
-    assert_eq!(lines.len(), pkts.len(), "{fields}");
-    for (line, (_, bytes)) in lines.iter().zip(&pkts) {
+    // One row per packet: sequence number, checkpoint, channel journal lengths.
+    let rows = jam_tests::tshark::fields(
+        &tshark,
+        &file,
+        &decode,
+        "frame",
+        &[
+            "rtp.seq",
+            "rtpmidi.check_Seq_num",
+            "rtpmidi.cmd_chanjour_len",
+        ],
+    );
+    assert_eq!(rows.len(), pkts.len(), "{rows:?}");
+    for (cols, (_, bytes)) in rows.iter().zip(&pkts) {
         let p = Packet::decode(bytes).unwrap();
-        let cols: Vec<&str> = line.split('\t').collect();
-        assert_eq!(cols[0], p.header.sequence.to_string(), "{line}");
+        assert_eq!(cols[0], p.header.sequence.to_string(), "{cols:?}");
         let j = p.journal().unwrap().unwrap();
         assert_eq!(
             cols[1],
             j.header.checkpoint.to_string(),
-            "journal not dissected: {line}"
+            "journal not dissected: {cols:?}"
         );
         let lens: Vec<String> = j.channels().map(|c| c.len.to_string()).collect();
         assert_eq!(
-            cols.get(2).copied().unwrap_or(""),
+            cols.get(2).map(String::as_str).unwrap_or(""),
             lens.join(","),
-            "channel journals: {line}"
+            "channel journals: {cols:?}"
         );
     }
 

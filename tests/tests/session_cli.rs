@@ -250,3 +250,56 @@ fn session_show_reports_a_corrupt_file_clearly() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("reading /nonexistent/x.jam"), "{err}");
 }
+
+#[test]
+fn session_new_takes_the_public_key_jam_keys_prints() {
+    let dir = temp_dir("jam1key");
+    let key_file = dir.join("me.key");
+    let out = jam()
+        .args(["keys", "new", "-o"])
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(public.starts_with("jam1"), "{public}");
+    let expected: [u8; 32] = public.parse::<jam_capture::Recipient>().unwrap().to_bytes();
+    let file = dir.join("keyed.jam");
+    let out = jam()
+        .args(["session", "new", "--name", "k", "--player", "dee"])
+        .args(["--public-key", &public])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = jam()
+        .args(["session", "show", "--json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let json = String::from_utf8(json.stdout).unwrap();
+    let hex: String = expected.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        json.contains(&format!("\"public_key\": \"{hex}\"")),
+        "{json}"
+    );
+
+    // A mistyped key is refused with a clear message.
+    let out = jam()
+        .args(["session", "new", "--name", "k", "--player", "dee"])
+        .args(["--public-key", "jam1notakey"])
+        .arg(dir.join("bad.jam"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "clap rejects the value");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("jam1notakey"), "{err}");
+}

@@ -15,8 +15,11 @@
 //! 2. [`Protocol::poll_event`] until `None`, sending each event into the
 //!    event channel (unbounded, so the task never waits on a reader that is
 //!    itself waiting on a [`DriverHandle::call`]; events are dropped only
-//!    once the receiver is gone, and pile up if it is never read);
-//! 3. [`Protocol::poll_timeout`] for the next deadline.
+//!    once the receiver is gone, and pile up if it is never read), then,
+//!    if there were any, yielding once so that a reader on the same
+//!    runtime takes them before the task polls its sockets again;
+//! 3. [`Protocol::poll_timeout`] for the next deadline (one timer for the
+//!    task's life, moved only when the deadline moves).
 //!
 //! Time comes from an injected [`Clock`] ([`jam_core::MonotonicClock`] in
 //! production, [`TokioClock`] in tests under tokio's paused time). The
@@ -484,16 +487,36 @@ async fn run<P: Protocol, C: Clock>(
     // One buffer per socket: both receive futures live in the same select.
     let mut control_buf = vec![0u8; 65_536];
     let mut data_buf = vec![0u8; 65_536];
+    // One timer for the whole life of the task, moved only when the
+    // protocol's deadline moves: re-registering a fresh timer on every
+    // pass through the loop costs every packet a trip through tokio's
+    // timer wheel.
+    let sleep = tokio::time::sleep_until(time.instant(Micros::MAX));
+    tokio::pin!(sleep);
+    let mut armed: Option<tokio::time::Instant> = None;
     loop {
         while let Some(t) = protocol.poll_transmit() {
             send(&control, &data, t).await;
         }
+        let mut delivered = false;
         while let Some(e) = protocol.poll_event() {
             // A gone receiver only means nobody listens any more.
             let _ = events.send(e);
+            delivered = true;
+        }
+        if delivered {
+            // Let a reader on this runtime take the events now, before this
+            // task goes back to polling its sockets and timer.
+            tokio::task::yield_now().await;
         }
         let deadline = protocol.poll_timeout();
-        let wake = time.instant(deadline.unwrap_or(Micros::MAX));
+        if let Some(d) = deadline {
+            let wake = time.instant(d);
+            if armed != Some(wake) {
+                sleep.as_mut().reset(wake);
+                armed = Some(wake);
+            }
+        }
         tokio::select! {
             biased;
             cmd = commands.recv() => match cmd {
@@ -517,7 +540,8 @@ async fn run<P: Protocol, C: Clock>(
                 }
                 Err(e) => tracing::debug!(error = %e, "data port receive failed"),
             },
-            () = tokio::time::sleep_until(wake), if deadline.is_some() => {
+            () = &mut sleep, if deadline.is_some() => {
+                armed = None;
                 let now = time.now_at_least(deadline.unwrap_or_default());
                 protocol.handle_timeout(now);
             }

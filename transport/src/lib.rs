@@ -20,6 +20,9 @@
 //! - [`rtp`]: the RTP-MIDI payload codec, the recovery journal, and the
 //!   [`rtp::SendStream`] / [`rtp::RecvStream`] state machines that send
 //!   and repair one stream.
+//! - [`relay`]: the relay wire format shared by peers and `jamd`: a routing
+//!   header in front of an opaque payload, and the authenticated hello,
+//!   keepalive and leave messages (tickets and tags).
 //! - [`reliable`]: an ordered, acknowledged message channel over datagrams
 //!   (fragmentation, selective acks, retransmission with backoff, restart
 //!   detection) that carries the session document's sync messages.
@@ -82,6 +85,7 @@ pub mod discovery;
 pub mod driver;
 pub mod netem;
 pub mod participant;
+pub mod relay;
 pub mod reliable;
 pub mod rtp;
 pub mod sim;

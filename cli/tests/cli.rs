@@ -1,0 +1,536 @@
+//! The `jam` binary: keys, captures and agents, with the exact error texts
+//! and exit codes, and a capture writer killed with SIGKILL mid-session.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use jam_capture::record::{Record, SCHEMA_VERSION, SessionStart};
+use jam_capture::writer::{CaptureConfig, CaptureWriter};
+use jam_capture::{CaptureError, Header, Identity, OpenError};
+use jam_core::{Beats, Micros, PeerId};
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("jam-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+    fn path(&self, f: &str) -> PathBuf {
+        self.0.join(f)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn jam(dir: &Dir, args: &[&str]) -> Output {
+    Command::new(jam_tests::workspace_bin("jam-cli", "jam"))
+        .args(args)
+        .current_dir(&dir.0)
+        .env("XDG_CONFIG_HOME", dir.path("config"))
+        .env_remove("JAM_KEY")
+        .env_remove("JAM_PASSPHRASE")
+        .output()
+        .unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn fails(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(1), "expected failure, got {o:?}");
+    let e = String::from_utf8(o.stderr.clone()).unwrap();
+    assert!(e.starts_with("jam: error: "), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    e
+}
+
+fn new_key(dir: &Dir, name: &str) -> (PathBuf, String) {
+    let path = dir.path(name);
+    let out = ok(&jam(dir, &["keys", "new", "-o", path.to_str().unwrap()]));
+    (path, out.trim().to_string())
+}
+
+fn read_identity(path: &Path) -> Identity {
+    jam_capture::keys::decode_key_file(&std::fs::read_to_string(path).unwrap(), None).unwrap()
+}
+
+/// A capture with exactly 5 chunks and the count recorded: session start,
+/// three flushed markers, the index.
+fn five_chunk_capture(path: &Path, to: &Identity) {
+    let start = SessionStart {
+        schema_version: SCHEMA_VERSION,
+        session_schema: 1,
+        recorder: PeerId([1; 16]),
+        recorder_name: "Ada".into(),
+        wall_clock_unix_micros: 0,
+        at: Micros::ZERO,
+        tempo_bpm: 100.0,
+    };
+    let f = std::fs::File::create(path).unwrap();
+    let mut w = CaptureWriter::create(
+        f,
+        &[to.to_public()],
+        start,
+        CaptureConfig::default(),
+        &mut rand::rng(),
+    )
+    .unwrap();
+    for i in 0..3 {
+        w.append_marker(
+            Micros(i * 1000),
+            Beats::from_beats(i as i64),
+            &format!("m{i}"),
+        )
+        .unwrap();
+        w.flush().unwrap();
+    }
+    w.finish_and_record_count().unwrap();
+}
+
+fn frames(file: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let (_, mut at) = Header::decode(file).unwrap();
+    let mut out = Vec::new();
+    while at + 4 <= file.len() {
+        let word = u32::from_be_bytes(file[at..at + 4].try_into().unwrap());
+        let len = (word & ((1 << 17) - 1)) as usize;
+        let end = at + 4 + len + 16 + if word >> 31 == 1 { 16 } else { 0 };
+        out.push(at..end);
+        at = end;
+    }
+    out
+}
+
+#[test]
+fn keys_new_writes_a_private_default_key_and_pub_prints_it() {
+    let d = Dir::new("keys");
+    let o = jam(&d, &["keys", "new"]);
+    let public = ok(&o).trim().to_string();
+    assert!(public.starts_with("jam1"));
+    let default = d.path("config/jam/identity.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&default).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    assert_eq!(ok(&jam(&d, &["keys", "pub"])).trim(), public);
+    assert_eq!(
+        ok(&jam(&d, &["keys", "pub", default.to_str().unwrap()])).trim(),
+        public
+    );
+    let e = fails(&jam(&d, &["keys", "new"]));
+    assert!(e.contains("cannot create key file"), "{e}");
+    assert_eq!(
+        ok(&jam(&d, &["keys", "pub"])).trim(),
+        public,
+        "the key was not replaced"
+    );
+    let e = fails(&jam(&d, &["keys", "pub", "missing.key"]));
+    assert!(e.contains("missing.key"), "{e}");
+    // Without --key every command uses the default key file.
+    ok(&jam(
+        &d,
+        &["capture", "demo", "-o", "s.scp", "--seconds", "3"],
+    ));
+    assert!(ok(&jam(&d, &["capture", "verify", "s.scp"])).contains("authentic and finished"));
+    std::fs::remove_file(&default).unwrap();
+    let e = fails(&jam(&d, &["capture", "verify", "s.scp"]));
+    assert!(
+        e.contains("cannot read key file") && e.contains("identity.key"),
+        "{e}"
+    );
+}
+
+#[test]
+fn passphrase_protected_keys() {
+    let d = Dir::new("pass");
+    let run = |args: &[&str], pass: &str| {
+        Command::new(jam_tests::workspace_bin("jam-cli", "jam"))
+            .args(args)
+            .current_dir(&d.0)
+            .env("JAM_PASSPHRASE", pass)
+            .output()
+            .unwrap()
+    };
+    let public = ok(&run(
+        &["keys", "new", "--passphrase", "-o", "p.key"],
+        "s3cret",
+    ));
+    let text = std::fs::read_to_string(d.path("p.key")).unwrap();
+    assert!(text.contains("JAM-ENCRYPTED-KEY-1") && !text.contains("JAM-SECRET-KEY"));
+    assert_eq!(ok(&run(&["keys", "pub", "p.key"], "s3cret")), public);
+    let e = fails(&run(&["keys", "pub", "p.key"], "wrong"));
+    assert!(e.contains("p.key") && e.contains("wrong passphrase"), "{e}");
+}
+
+#[test]
+fn capture_commands_and_their_error_texts() {
+    let d = Dir::new("capture");
+    let (key, _) = new_key(&d, "me.key");
+    let (other, _) = new_key(&d, "other.key");
+    let k = key.to_str().unwrap();
+    let out = ok(&jam(
+        &d,
+        &[
+            "capture",
+            "demo",
+            "-o",
+            "s.scp",
+            "--seconds",
+            "40",
+            "--key",
+            k,
+        ],
+    ));
+    assert!(out.contains("wrote s.scp"), "{out}");
+    let info = ok(&jam(&d, &["capture", "info", "s.scp", "--key", k]));
+    assert!(
+        info.contains("participants: 4") && info.contains("state:        finished"),
+        "{info}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&ok(&jam(
+        &d,
+        &["capture", "info", "s.scp", "--json", "--key", k],
+    )))
+    .unwrap();
+    assert_eq!(v["participants"].as_array().unwrap().len(), 4);
+    assert!(
+        ok(&jam(&d, &["capture", "verify", "s.scp", "--key", k]))
+            .contains("authentic and finished")
+    );
+    let lines = ok(&jam(
+        &d,
+        &["capture", "replay", "s.scp", "--json", "--key", k],
+    ));
+    let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert_eq!(first["kind"], "session-start");
+    assert!(
+        lines
+            .lines()
+            .filter(|l| l.contains("\"kind\":\"midi\""))
+            .count()
+            > 100
+    );
+    ok(&jam(
+        &d,
+        &["capture", "export-midi", "s.scp", "-o", "s.mid", "--key", k],
+    ));
+    let smf_bytes = std::fs::read(d.path("s.mid")).unwrap();
+    assert_eq!(midly::Smf::parse(&smf_bytes).unwrap().tracks.len(), 5);
+
+    // Not a recipient.
+    let e = fails(&jam(
+        &d,
+        &[
+            "capture",
+            "verify",
+            "s.scp",
+            "--key",
+            other.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(
+        e.trim(),
+        "jam: error: s.scp: you are not a recipient of this file"
+    );
+
+    // Truncated after 3 of 5 chunks, then repaired.
+    let me = read_identity(&key);
+    five_chunk_capture(&d.path("five.scp"), &me);
+    let bytes = std::fs::read(d.path("five.scp")).unwrap();
+    let fr = frames(&bytes);
+    assert_eq!(fr.len(), 5);
+    std::fs::write(d.path("cut.scp"), &bytes[..fr[2].end]).unwrap();
+    let e = fails(&jam(&d, &["capture", "verify", "cut.scp", "--key", k]));
+    assert!(
+        e.starts_with("jam: error: cut.scp: file truncated after 3 of 5 chunks"),
+        "{e}"
+    );
+    let out = ok(&jam(
+        &d,
+        &[
+            "capture",
+            "repair",
+            "cut.scp",
+            "-o",
+            "fixed.scp",
+            "--key",
+            k,
+        ],
+    ));
+    assert!(out.contains("kept 3 chunks"), "{out}");
+    ok(&jam(&d, &["capture", "verify", "fixed.scp", "--key", k]));
+    let e = fails(&jam(
+        &d,
+        &[
+            "capture",
+            "repair",
+            "cut.scp",
+            "-o",
+            "fixed.scp",
+            "--key",
+            k,
+        ],
+    ));
+    assert!(e.contains("already exists"), "{e}");
+    let e = fails(&jam(
+        &d,
+        &[
+            "capture",
+            "repair",
+            "five.scp",
+            "-o",
+            "nothing.scp",
+            "--key",
+            k,
+        ],
+    ));
+    assert!(e.contains("nothing to repair"), "{e}");
+    assert!(
+        !d.path("nothing.scp").exists(),
+        "a failed repair leaves no output"
+    );
+
+    // A modified chunk.
+    let mut m = bytes.clone();
+    m[fr[1].start + 6] ^= 0x20;
+    std::fs::write(d.path("mod.scp"), &m).unwrap();
+    let e = fails(&jam(&d, &["capture", "verify", "mod.scp", "--key", k]));
+    assert_eq!(
+        e.trim(),
+        "jam: error: mod.scp: authentication failed in chunk 2: the file was modified"
+    );
+
+    // Corrupt header, unknown version, not a sealed file.
+    let mut v = bytes.clone();
+    v[8] = 7;
+    std::fs::write(d.path("v7.scp"), &v).unwrap();
+    let e = fails(&jam(&d, &["capture", "info", "v7.scp", "--key", k]));
+    assert!(e.contains("v7.scp: unsupported format version 7"), "{e}");
+    std::fs::write(d.path("text.scp"), b"just some text, not a capture").unwrap();
+    let e = fails(&jam(&d, &["capture", "replay", "text.scp", "--key", k]));
+    assert!(e.contains("text.scp: not a jam sealed file"), "{e}");
+    let e = fails(&jam(&d, &["capture", "verify", "absent.scp", "--key", k]));
+    assert!(e.contains("absent.scp"), "{e}");
+    std::fs::write(d.path("bad.key"), "not a key").unwrap();
+    let e = fails(&jam(
+        &d,
+        &["capture", "verify", "s.scp", "--key", "bad.key"],
+    ));
+    assert!(e.contains("bad.key is not a jam secret key file"), "{e}");
+}
+
+#[test]
+fn agents_are_shared_and_revoked() {
+    let d = Dir::new("agent");
+    let (owner_key, _) = new_key(&d, "owner.key");
+    let (friend_key, friend_pub) = new_key(&d, "friend.key");
+    let (o, f) = (owner_key.to_str().unwrap(), friend_key.to_str().unwrap());
+    let owner = read_identity(&owner_key);
+    let meta = jam_capture::agent::AgentMeta {
+        owner: owner.to_public(),
+        owner_name: "Ada".into(),
+        kind: "markov-v1".into(),
+        version: 2,
+        created_unix_micros: 0,
+        training: Default::default(),
+    };
+    let model = vec![7u8; 100_000];
+    let file = jam_capture::agent::write_agent(
+        Vec::new(),
+        &meta,
+        &mut &model[..],
+        &[owner.to_public()],
+        &mut rand::rng(),
+    )
+    .unwrap();
+    std::fs::write(d.path("a.agent"), &file).unwrap();
+    let info = ok(&jam(&d, &["agent", "info", "a.agent", "--key", o]));
+    assert!(
+        info.contains("markov-v1")
+            && info.contains("100000 bytes")
+            && info.contains("generation:  1"),
+        "{info}"
+    );
+    let e = fails(&jam(&d, &["agent", "info", "a.agent", "--key", f]));
+    assert_eq!(
+        e.trim(),
+        "jam: error: a.agent: you are not a recipient of this file"
+    );
+
+    ok(&jam(
+        &d,
+        &["agent", "share", "a.agent", "--to", &friend_pub, "--key", o],
+    ));
+    let shared = std::fs::read(d.path("a.agent")).unwrap();
+    let (_, l0) = Header::decode(&file).unwrap();
+    let (_, l1) = Header::decode(&shared).unwrap();
+    assert_eq!(
+        &file[l0..],
+        &shared[l1..],
+        "share must not touch the payload"
+    );
+    assert!(ok(&jam(&d, &["agent", "info", "a.agent", "--key", f])).contains("markov-v1"));
+
+    std::fs::copy(d.path("a.agent"), d.path("old.agent")).unwrap();
+    let out = ok(&jam(
+        &d,
+        &[
+            "agent",
+            "revoke",
+            "a.agent",
+            "--remove",
+            &friend_pub,
+            "--key",
+            o,
+        ],
+    ));
+    assert!(out.contains("generation 2"), "{out}");
+    let e = fails(&jam(&d, &["agent", "info", "a.agent", "--key", f]));
+    assert_eq!(
+        e.trim(),
+        "jam: error: a.agent: you are not a recipient of this file"
+    );
+    assert!(ok(&jam(&d, &["agent", "info", "a.agent", "--key", o])).contains("generation:  2"));
+    // What revoke cannot do: the old copy still opens for the friend.
+    ok(&jam(&d, &["agent", "info", "old.agent", "--key", f]));
+    let help = ok(&jam(&d, &["agent", "revoke", "--help"]));
+    assert!(help.contains("cannot recall copies"), "{help}");
+    let e = fails(&jam(
+        &d,
+        &[
+            "agent",
+            "share",
+            "a.agent",
+            "--to",
+            "jam1notakey",
+            "--key",
+            o,
+        ],
+    ));
+    assert!(e.contains("`jam1notakey` is not a jam public key"), "{e}");
+}
+
+/// A `jam capture demo --realtime` process is killed with SIGKILL while it
+/// records: every complete chunk reads back, and repair makes a valid file.
+#[test]
+fn a_capture_writer_killed_mid_session_loses_nothing_sealed() {
+    let d = Dir::new("sigkill");
+    let (key, _) = new_key(&d, "me.key");
+    let mut child = Command::new(jam_tests::workspace_bin("jam-cli", "jam"))
+        .args([
+            "capture",
+            "demo",
+            "--realtime",
+            "--seconds",
+            "120",
+            "-o",
+            "live.scp",
+            "--key",
+        ])
+        .arg(&key)
+        .current_dir(&d.0)
+        .spawn()
+        .unwrap();
+    let path = d.path("live.scp");
+    let me = read_identity(&key);
+    // Wait until at least four chunks are on disk (about four seconds).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let chunks = std::fs::read(&path)
+            .ok()
+            .filter(|b| Header::decode(b).is_ok())
+            .map(|b| frames(&b).len());
+        if chunks.unwrap_or(0) >= 5 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the writer produced no chunks");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let complete = frames(&bytes)
+        .iter()
+        .filter(|r| r.end <= bytes.len())
+        .count() as u64;
+    let mut r =
+        jam_capture::reader::CaptureReader::open(&bytes[..], std::slice::from_ref(&me)).unwrap();
+    let mut records = 0;
+    let err = loop {
+        match r.next_record() {
+            Ok(Some((_, rec))) => {
+                assert!(!matches!(rec, Record::Index(_)));
+                records += 1;
+            }
+            Ok(None) => panic!("a killed writer cannot have finished"),
+            Err(e) => break e,
+        }
+    };
+    match err {
+        CaptureError::Open(OpenError::Truncated { complete: c, .. }) => assert_eq!(c, complete),
+        e => panic!("{e}"),
+    }
+    assert!(records > 10, "{records} records");
+    let e = fails(&jam(
+        &d,
+        &[
+            "capture",
+            "verify",
+            "live.scp",
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        e.contains(&format!("file truncated after {complete} chunks")),
+        "{e}"
+    );
+    let out = ok(&jam(
+        &d,
+        &[
+            "capture",
+            "repair",
+            "live.scp",
+            "-o",
+            "fixed.scp",
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    ));
+    assert!(out.contains(&format!("kept {complete} chunks")), "{out}");
+    ok(&jam(
+        &d,
+        &[
+            "capture",
+            "verify",
+            "fixed.scp",
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    ));
+    let fixed = std::fs::read(d.path("fixed.scp")).unwrap();
+    let keep = frames(&bytes)[complete as usize - 1].end;
+    let (_, hl) = Header::decode(&bytes).unwrap();
+    assert_eq!(
+        &fixed[hl..keep],
+        &bytes[hl..keep],
+        "complete chunks are kept byte for byte"
+    );
+}

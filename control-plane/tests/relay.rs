@@ -1,0 +1,425 @@
+//! The relay over real UDP sockets on loopback, with tickets from the real
+//! HTTP API: fan-out, strangers and spoofers, rate limits, keepalive
+//! expiry, replayed and tampered control packets, and leaving.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::relay_client::RelayClient;
+use common::{Backend, TestServer};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_millis(300);
+
+/// A server, a session and `n` members that said hello.
+async fn session_with(ts: &TestServer, n: usize) -> (String, Vec<(String, RelayClient, Value)>) {
+    let owner = ts.user("owner").await;
+    let sid = ts.session(&owner, "relay test").await;
+    let mut members = Vec::new();
+    for i in 0..n {
+        let token = ts.user(&format!("player{i}")).await;
+        let join = ts.join(&token, &sid).await;
+        let mut client = RelayClient::from_join(&join);
+        let ack = client.hello().expect("hello accepted");
+        assert_eq!(
+            ack.observed,
+            client.sock.local_addr().unwrap(),
+            "the relay saw our address"
+        );
+        members.push((token, client, join));
+    }
+    (sid, members)
+}
+
+/// Polls until `f` is true (the relay publishes stats every 100 ms).
+async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_fans_out_to_every_other_member_and_unicasts() {
+    let ts = TestServer::start(Backend::Sqlite).await.unwrap();
+    let (_, mut m) = session_with(&ts, 3).await;
+    let ids: Vec<u32> = m.iter().map(|(_, c, _)| c.member).collect();
+    m[0].1.send_data(0, b"C4 from 0");
+    for (i, (_, c, _)) in m.iter_mut().enumerate().skip(1) {
+        assert_eq!(
+            c.recv_data(WAIT * 3),
+            Some((ids[0], b"C4 from 0".to_vec())),
+            "member {i}"
+        );
+    }
+    assert_eq!(m[0].1.recv_data(WAIT), None, "no echo to the sender");
+    // Unicast to member 2 only.
+    m[1].1.send_data(ids[2], b"to 2");
+    assert_eq!(m[2].1.recv_data(WAIT * 3), Some((ids[1], b"to 2".to_vec())));
+    assert_eq!(m[0].1.recv_data(WAIT), None);
+    eventually("traffic counted", async || {
+        ts.metric("jamd_relay_packets_out_total").await >= 3 + 3
+    })
+    .await;
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_members_cannot_inject_or_read() {
+    let ts = TestServer::start(Backend::Sqlite).await.unwrap();
+    let (sid, mut m) = session_with(&ts, 2).await;
+    // A stranger who knows the session and member ids sends from its own socket.
+    let stranger_tok = ts.user("stranger").await;
+    let other = ts.session(&stranger_tok, "elsewhere").await;
+    let join = ts.join(&stranger_tok, &other).await;
+    let mut stranger = RelayClient::from_join(&join);
+    let victim = m[0].1.member;
+    let session = u64::from_str_radix(&sid, 16).unwrap();
+    stranger.send_data_as(session, victim, b"injected");
+    // And a member of another session (registered) claims to be in ours.
+    stranger.hello().unwrap();
+    stranger.send_data_as(session, stranger.member, b"injected too");
+    // A member claims another member's id.
+    m[1].1.send_data_as(session, victim, b"spoofed");
+    for (_, c, _) in m.iter_mut() {
+        let got = c.drain_data(WAIT);
+        assert!(got.is_empty(), "member received {got:?}");
+    }
+    // Nothing of the session reaches the stranger either.
+    m[0].1.send_data(0, b"private note");
+    assert_eq!(
+        m[1].1.recv_data(WAIT * 3).map(|d| d.1),
+        Some(b"private note".to_vec())
+    );
+    assert_eq!(stranger.recv_data(WAIT), None);
+    eventually("drops counted", async || {
+        ts.metric("jamd_relay_dropped_total{reason=\"unknown_source\"}")
+            .await
+            == 1
+            && ts
+                .metric("jamd_relay_dropped_total{reason=\"spoofed\"}")
+                .await
+                == 2
+    })
+    .await;
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_tampered_and_forged_hellos_are_rejected() {
+    let ts = TestServer::start(Backend::Sqlite).await.unwrap();
+    let (_, mut m) = session_with(&ts, 2).await;
+    // Capture a genuine hello and replay it from an attacker's socket.
+    let hello = m[0].1.hello_bytes(&[]);
+    m[0].1.send_raw(&hello);
+    assert!(
+        m[0].1.recv_packet(WAIT * 3).is_some(),
+        "the genuine hello is acked"
+    );
+    let attacker = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    attacker.set_read_timeout(Some(WAIT)).unwrap();
+    attacker.send_to(&hello, m[0].1.relay).unwrap();
+    let mut buf = [0u8; 2048];
+    assert!(
+        attacker.recv_from(&mut buf).is_err(),
+        "a replayed hello got an answer"
+    );
+    // Tampered: one byte of a fresh hello changed (the tag breaks).
+    let mut tampered = m[0].1.hello_bytes(&[]);
+    let i = tampered.len() - 20;
+    tampered[i] ^= 0x40;
+    attacker.send_to(&tampered, m[0].1.relay).unwrap();
+    assert!(attacker.recv_from(&mut buf).is_err());
+    // Forged ticket: expiry pushed out, tag left alone.
+    let mut forged = m[0].1.hello_bytes(&[]);
+    forged[16 + 13] ^= 0x01;
+    attacker.send_to(&forged, m[0].1.relay).unwrap();
+    assert!(attacker.recv_from(&mut buf).is_err());
+    // The member still receives at its own address; the attacker nothing.
+    m[1].1.send_data(0, b"still mine");
+    assert_eq!(
+        m[0].1.recv_data(WAIT * 3),
+        Some((m[1].1.member, b"still mine".to_vec()))
+    );
+    assert!(attacker.recv_from(&mut buf).is_err());
+    eventually("rejections counted", async || {
+        ts.metric("jamd_relay_dropped_total{reason=\"replay\"}")
+            .await
+            == 1
+            && ts
+                .metric("jamd_relay_dropped_total{reason=\"bad_tag\"}")
+                .await
+                == 1
+            && ts
+                .metric("jamd_relay_dropped_total{reason=\"forged_ticket\"}")
+                .await
+                == 1
+    })
+    .await;
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_and_tampered_keepalives_are_rejected() {
+    let ts = TestServer::start(Backend::Sqlite).await.unwrap();
+    let (_, mut m) = session_with(&ts, 1).await;
+    let c = &mut m[0].1;
+    c.keepalive(1500, 3, 200).unwrap();
+    // Build keepalive seq 2 by hand, send it twice: the second is a replay.
+    let ka = jam_transport::relay::Keepalive {
+        seq: 2,
+        client_time_us: 1,
+        rtt_us: 9_999,
+        loss_permille: 0,
+        jitter_us: 0,
+    };
+    let mut buf = [0u8; 128];
+    let n =
+        jam_transport::relay::encode_keepalive(c.session, c.member, &ka, &c.key, &mut buf).unwrap();
+    c.send_raw(&buf[..n]);
+    assert!(c.recv_packet(WAIT * 3).is_some());
+    c.send_raw(&buf[..n]);
+    assert!(
+        c.recv_packet(WAIT).is_none(),
+        "a replayed keepalive got an ack"
+    );
+    let mut t = buf;
+    t[n - 1] ^= 1;
+    // Sequence 3 with a broken tag.
+    let ka3 = jam_transport::relay::Keepalive { seq: 3, ..ka };
+    let n3 =
+        jam_transport::relay::encode_keepalive(c.session, c.member, &ka3, &c.key, &mut t).unwrap();
+    t[n3 - 1] ^= 1;
+    c.send_raw(&t[..n3]);
+    assert!(
+        c.recv_packet(WAIT).is_none(),
+        "a tampered keepalive got an ack"
+    );
+    eventually("rejections counted", async || {
+        ts.metric("jamd_relay_dropped_total{reason=\"replay\"}")
+            .await
+            == 1
+            && ts
+                .metric("jamd_relay_dropped_total{reason=\"bad_tag\"}")
+                .await
+                == 1
+    })
+    .await;
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_drop_and_count_floods() {
+    let ts = TestServer::start_with(Backend::Sqlite, |c| {
+        c.relay.rate_packets_per_sec = 20;
+        c.relay.burst_packets = 10;
+    })
+    .await
+    .unwrap();
+    let (_, mut m) = session_with(&ts, 2).await;
+    for i in 0..200u32 {
+        m[0].1.send_data(0, &i.to_be_bytes());
+    }
+    let got = m[1].1.drain_data(Duration::from_millis(500));
+    // The burst plus what refills while the flood is sent (20/s; the
+    // bound leaves room for a slow machine).
+    assert!(
+        (10..=60).contains(&got.len()),
+        "{} packets passed the limit",
+        got.len()
+    );
+    eventually("drops counted", async || {
+        ts.metric("jamd_relay_dropped_total{reason=\"rate_limited\"}")
+            .await
+            == 200 - got.len() as u64
+    })
+    .await;
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_members_expire_and_keepalives_keep_them() {
+    let ts = TestServer::start_with(Backend::Sqlite, |c| {
+        c.relay.keepalive_timeout = Duration::from_secs(2);
+    })
+    .await
+    .unwrap();
+    let (sid, mut m) = session_with(&ts, 3).await;
+    let token = m[0].0.clone();
+    // Members 0 and 1 keep alive; member 2 goes silent until the relay
+    // forgets it (a stall of the machine shorter than the timeout cannot
+    // make the others expire).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let online = loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        m[0].1.keepalive(2_000, 10, 300).unwrap();
+        m[1].1.keepalive(3_000, 0, 100).unwrap();
+        let (s, members) = ts
+            .call(
+                Method::GET,
+                &format!("/api/sessions/{sid}/members"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        let online: Vec<bool> = members
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["online"].as_bool().unwrap())
+            .collect();
+        if !online[2] || Instant::now() > deadline {
+            break online;
+        }
+    };
+    assert_eq!(online, vec![true, true, false]);
+    // Its packets are no longer forwarded; after a new hello they are again.
+    m[2].1.send_data(0, b"late");
+    assert!(m[0].1.drain_data(WAIT).is_empty());
+    m[2].1.hello().unwrap();
+    m[2].1.send_data(0, b"back");
+    assert_eq!(
+        m[0].1.recv_data(WAIT * 3).map(|d| d.1),
+        Some(b"back".to_vec())
+    );
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_over_http_revokes_the_ticket_and_relay_leave_forgets_the_address() {
+    let ts = TestServer::start(Backend::Sqlite).await.unwrap();
+    let (sid, mut m) = session_with(&ts, 3).await;
+    let (s, _) = ts
+        .call(
+            Method::POST,
+            &format!("/api/sessions/{sid}/leave"),
+            Some(&m[2].0),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    m[2].1.send_data(0, b"after leaving");
+    assert!(
+        m[0].1.drain_data(WAIT).is_empty(),
+        "a left member still injects"
+    );
+    m[0].1.send_data(0, b"members only");
+    assert_eq!(
+        m[1].1.recv_data(WAIT * 3).map(|d| d.1),
+        Some(b"members only".to_vec())
+    );
+    assert!(
+        m[2].1.drain_data(WAIT).is_empty(),
+        "a left member still reads"
+    );
+    assert!(m[2].1.hello().is_err(), "the old ticket still works");
+    // A relay-level leave (client going away) stops forwarding to it at once.
+    m[1].1.leave();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    m[0].1.send_data(0, b"anyone?");
+    assert!(m[1].1.drain_data(WAIT).is_empty());
+    eventually("revocation counted", async || {
+        ts.metric("jamd_relay_dropped_total{reason=\"revoked\"}")
+            .await
+            >= 1
+    })
+    .await;
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_carry_the_addresses_for_a_direct_path() {
+    let ts = TestServer::start(Backend::Sqlite).await.unwrap();
+    let (sid, mut m) = session_with(&ts, 1).await;
+    let lan: std::net::SocketAddr = "192.168.1.20:5004".parse().unwrap();
+    m[0].1.hello_with(&[lan]).unwrap();
+    let newcomer = ts.user("newcomer").await;
+    let observed = m[0].1.sock.local_addr().unwrap().to_string();
+    eventually("addresses recorded", async || {
+        let join = ts.join(&newcomer, &sid).await;
+        join["members"].as_array().unwrap().iter().any(|x| {
+            x["observed_addr"] == observed
+                && x["reported_addrs"] == json!([lan.to_string()])
+                && x["online"] == true
+        })
+    })
+    .await;
+    ts.stop().await;
+}
+
+/// Two nodes share one database: a session created on node 2 is joined
+/// through node 1's API, whose answer points at node 2's relay; node 2's
+/// relay accepts node 1's tickets (shared secret), and learns of a leave
+/// made through node 1 from the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_sharing_a_database_agree_on_tickets_and_leaves() {
+    let node1 = TestServer::start(Backend::Sqlite).await.unwrap();
+    let url = node1.server().state.config.database_url.clone();
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut cfg2 = jam_control_plane::config::Config::for_tests(dir2.path(), Some(url));
+    cfg2.node_name = "node2".into();
+    let node2 = jam_control_plane::server::Server::start(cfg2)
+        .await
+        .unwrap();
+    let base2 = format!("http://{}", node2.http_addr);
+    let owner = node1.user("owner").await;
+    let resp = reqwest::Client::new()
+        .post(format!("{base2}/api/sessions"))
+        .bearer_auth(&owner)
+        .json(&json!({"name": "on node 2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let sid = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut clients = Vec::new();
+    for name in ["xia", "yan"] {
+        let token = node1.user(name).await;
+        let join = node1.join(&token, &sid).await;
+        assert_eq!(join["session"]["node"], "node2");
+        assert_eq!(
+            join["relay"],
+            node2.relay_addr.to_string(),
+            "node 1 points at node 2's relay"
+        );
+        let mut c = RelayClient::from_join(&join);
+        c.hello().expect("node 2 accepts node 1's ticket");
+        clients.push((token, c));
+    }
+    clients[1].1.send_data(0, b"hello from yan");
+    assert_eq!(
+        clients[0].1.recv_data(WAIT * 3).map(|d| d.1),
+        Some(b"hello from yan".to_vec())
+    );
+    let (s, _) = node1
+        .call(
+            Method::POST,
+            &format!("/api/sessions/{sid}/leave"),
+            Some(&clients[1].0),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        clients[1].1.send_data(0, b"still here?");
+        if clients[0].1.drain_data(WAIT).is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 2 never learned of the leave"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    node2.shutdown().await.unwrap();
+    node1.stop().await;
+}
