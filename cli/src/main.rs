@@ -40,7 +40,8 @@ enum Command {
     Keys(keys::Args),
     /// Session captures (.scp): inspect, verify, replay, export, repair.
     Capture(capture::Args),
-    /// Agents (.agent): inspect, share with a collaborator, revoke.
+    /// Agents (.agent): train, measure, inspect, share with a collaborator,
+    /// revoke.
     Agent(agent::Args),
 }
 

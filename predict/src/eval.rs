@@ -78,7 +78,9 @@ pub fn evaluate(
                 }
             }
             if i > 0 {
-                let err_beats = (pred.onset.0 - note.onset.0).unsigned_abs() as f64 / 1e6;
+                let err_beats = (i128::from(pred.onset.0) - i128::from(note.onset.0)).unsigned_abs()
+                    as f64
+                    / 1e6;
                 onset_ms += err_beats * f64::from(line.micros_per_beat) / 1000.0;
                 onset_n += 1;
             }

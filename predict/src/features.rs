@@ -133,19 +133,22 @@ impl NoteSeq {
 /// and returns the notes sorted by onset. Events must be in time order. A
 /// note never released gets the duration up to the last event.
 pub fn notes_from_events(events: &[(Beats, ShortMessage)]) -> Vec<Note> {
-    let mut open: Vec<Vec<(Beats, u8)>> = vec![Vec::new(); 16 * 128];
+    // Per channel and key, the held notes, oldest first.
+    let mut open: Vec<std::collections::VecDeque<(Beats, u8)>> =
+        vec![std::collections::VecDeque::new(); 16 * 128];
     let mut notes = Vec::new();
     let end = events.last().map(|e| e.0).unwrap_or(Beats::ZERO);
     for &(at, m) in events {
         let Some(ch) = m.channel() else { continue };
         let slot = usize::from(ch) * 128 + usize::from(m.data1() & 0x7F);
         if m.is_note_on() {
-            open[slot].push((at, m.data2()));
-        } else if m.is_note_off() && !open[slot].is_empty() {
-            let (on, vel) = open[slot].remove(0);
+            open[slot].push_back((at, m.data2()));
+        } else if m.is_note_off()
+            && let Some((on, vel)) = open[slot].pop_front()
+        {
             notes.push(Note {
                 onset: on,
-                duration: at - on,
+                duration: Beats(at.0.saturating_sub(on.0)),
                 pitch: m.data1(),
                 velocity: vel,
             });
@@ -155,7 +158,7 @@ pub fn notes_from_events(events: &[(Beats, ShortMessage)]) -> Vec<Note> {
         for &(on, vel) in held {
             notes.push(Note {
                 onset: on,
-                duration: end - on,
+                duration: Beats(end.0.saturating_sub(on.0)),
                 pitch: (slot % 128) as u8,
                 velocity: vel,
             });

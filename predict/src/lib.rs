@@ -21,7 +21,8 @@
 //!   baseline ([`agent::trigram`]) and the neural network exported to ONNX
 //!   and run through `ort` ([`agent::neural`]); the versioned model bytes;
 //! - [`features`]: notes, lines and the viewpoints derived from them;
-//! - [`eval`]: bits per note, top-1, onset error, false-prediction rate.
+//! - [`eval`]: bits per note, top-1, onset error, false-prediction rate;
+//! - [`midi`]: note lines from Standard MIDI Files and timed messages.
 //!
 //! ```
 //! use jam_core::Beats;
@@ -54,8 +55,8 @@
 //! (see [`agent`]).
 //!
 //! Not here: the engine that owns the per-peer state and the rings
-//! (`jam-engine`), sealed `.agent` files (`jam-capture`), reading MIDI files
-//! and captures (the `jam` CLI), the session document (`jam-session-crdt`).
+//! (`jam-engine`), sealed `.agent` files and reading captures (`jam-capture`,
+//! driven by the `jam` CLI), the session document (`jam-session-crdt`).
 
 pub mod agent;
 pub mod coherent;
@@ -64,6 +65,7 @@ pub mod features;
 pub mod interval;
 pub mod jitter_buffer;
 pub mod late_policy;
+pub mod midi;
 pub mod quantizer;
 pub mod stuck_guard;
 

@@ -11,7 +11,7 @@ with ties merged, its key signature (the key of the first measure), its
 time signature and 120 BPM. Nothing generated here is committed; only the
 list is.
 
-The list (chorales.txt) names each piece and its split. Harmonisations of
+The list (predict/corpus/chorales.txt) names each piece and its split. Harmonisations of
 the same melody share one transposition-invariant fingerprint (intervals
 and durations of the soprano); all of them go to the same split, so no test
 melody is ever seen in training. A fingerprint is in the test split when the
@@ -24,8 +24,8 @@ import sys
 
 from music21 import corpus, key, meter, midi, stream, tempo
 
-HERE = pathlib.Path(__file__).resolve().parent
-LIST = HERE / "chorales.txt"
+ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
+LIST = ROOT / "predict" / "corpus" / "chorales.txt"
 
 
 def soprano(name):
@@ -81,7 +81,7 @@ def make_list():
         rows.append(f"{name} {split} {fp[:16]}")
     header = (
         "# Bach chorale sopranos from music21's core corpus (music21 10.5.1).\n"
-        "# name split melody-fingerprint; made by extract_chorales.py --make-list\n"
+        "# name split melody-fingerprint; made by tests/python/extract_chorales.py --make-list\n"
     )
     LIST.write_text(header + "\n".join(rows) + "\n")
     print(f"{len(rows)} pieces, {sum(r.split()[1] == 'test' for r in rows)} in test")
