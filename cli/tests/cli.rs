@@ -69,9 +69,9 @@ fn read_identity(path: &Path) -> Identity {
     jam_capture::keys::decode_key_file(&std::fs::read_to_string(path).unwrap(), None).unwrap()
 }
 
-/// A capture with exactly 5 chunks and the count recorded: session start,
-/// three flushed markers, the index.
-fn five_chunk_capture(path: &Path, to: &Identity) {
+/// A capture recorded by "Ada" into `path`, sealed for `to`, starting at
+/// `tempo_bpm`.
+fn capture_writer(path: &Path, to: &Identity, tempo_bpm: f64) -> CaptureWriter<std::fs::File> {
     let start = SessionStart {
         schema_version: SCHEMA_VERSION,
         session_schema: 1,
@@ -79,17 +79,23 @@ fn five_chunk_capture(path: &Path, to: &Identity) {
         recorder_name: "Ada".into(),
         wall_clock_unix_micros: 0,
         at: Micros::ZERO,
-        tempo_bpm: 100.0,
+        tempo_bpm,
     };
     let f = std::fs::File::create(path).unwrap();
-    let mut w = CaptureWriter::create(
+    CaptureWriter::create(
         f,
         &[to.to_public()],
         start,
         CaptureConfig::default(),
         &mut rand::rng(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// A capture with exactly 5 chunks and the count recorded: session start,
+/// three flushed markers, the index.
+fn five_chunk_capture(path: &Path, to: &Identity) {
+    let mut w = capture_writer(path, to, 100.0);
     for i in 0..3 {
         w.append_marker(
             Micros(i * 1000),
@@ -536,30 +542,16 @@ fn a_capture_writer_killed_mid_session_loses_nothing_sealed() {
     );
 }
 
-/// A tune in the style of a folk melody: phrases of four-note motifs over
-/// a tonic, eighths with a held fourth note. Different seeds, different
-/// tunes; the same motifs, so an agent trained on one seed predicts another.
+/// A folk-like tune of `phrases` four-motif phrases (jam-predict's
+/// seeded synthetic melodies) as (pitch, length in ticks at 480 per beat),
+/// one note after the other. Different seeds, different tunes; the same
+/// motifs, so an agent trained on one seed predicts another.
 fn tune(seed: u64, phrases: usize) -> Vec<(u8, u32)> {
-    let motifs: [&[i8]; 4] = [&[0, 2, 4, 2], &[4, 5, 7, 4], &[7, 5, 4, 2], &[2, 0, -1, 0]];
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut rnd = move |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n
-    };
-    let mut out = Vec::new();
-    for _ in 0..phrases {
-        let tonic = 60 + rnd(5) as i16;
-        for _ in 0..4 {
-            let m = motifs[rnd(4) as usize];
-            for (i, &step) in m.iter().enumerate() {
-                let ticks = if i == 3 { 480 } else { 240 };
-                out.push(((tonic + i16::from(step)) as u8, ticks));
-            }
-        }
-    }
-    out
+    let line = &jam_predict::synth::motif_tunes(seed, 1, 4 * phrases)[0];
+    line.notes
+        .iter()
+        .map(|n| (n.pitch, (n.duration.0 * 480 / Beats::PER_BEAT) as u32))
+        .collect()
 }
 
 /// Writes `notes` (pitch, length in ticks at 480 per beat) as a MIDI file.
@@ -575,24 +567,7 @@ fn write_tune(path: &Path, notes: &[(u8, u32)]) {
 /// Records `notes` as one player's MIDI in a capture sealed for `to`, at
 /// 120 BPM, one note after the other.
 fn write_tune_capture(path: &Path, to: &Identity, notes: &[(u8, u32)]) {
-    let start = SessionStart {
-        schema_version: SCHEMA_VERSION,
-        session_schema: 1,
-        recorder: PeerId([1; 16]),
-        recorder_name: "Ada".into(),
-        wall_clock_unix_micros: 0,
-        at: Micros::ZERO,
-        tempo_bpm: 120.0,
-    };
-    let f = std::fs::File::create(path).unwrap();
-    let mut w = CaptureWriter::create(
-        f,
-        &[to.to_public()],
-        start,
-        CaptureConfig::default(),
-        &mut rand::rng(),
-    )
-    .unwrap();
+    let mut w = capture_writer(path, to, 120.0);
     let mut beat = 0i64;
     for &(pitch, ticks) in notes {
         let len = i64::from(ticks) * Beats::PER_BEAT / 480;

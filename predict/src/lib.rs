@@ -22,7 +22,8 @@
 //!   and run through `ort` ([`agent::neural`]); the versioned model bytes;
 //! - [`features`]: notes, lines and the viewpoints derived from them;
 //! - [`eval`]: bits per note, top-1, onset error, false-prediction rate;
-//! - [`midi`]: note lines from Standard MIDI Files and timed messages.
+//! - [`midi`]: note lines from Standard MIDI Files and timed messages;
+//! - [`synth`]: seeded synthetic melodies for tests, benchmarks and demos.
 //!
 //! ```
 //! use jam_core::Beats;
@@ -62,12 +63,15 @@ pub mod agent;
 pub mod coherent;
 pub mod eval;
 pub mod features;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod interval;
 pub mod jitter_buffer;
 pub mod late_policy;
 pub mod midi;
 pub mod quantizer;
 pub mod stuck_guard;
+pub mod synth;
 
 pub use features::{Note, NoteSeq, Role};
 pub use late_policy::LatencyMode;

@@ -1,53 +1,18 @@
 //! Agents end to end: training, model bytes, loading, prediction, and the
 //! neural agent's ONNX graph on `ort` (tract backend, this process).
 
-use jam_core::Beats;
 use jam_predict::agent::neural::{self, Backend, NeuralConfig};
 use jam_predict::agent::{
     AgentKind, DecodedModel, ModelError, Predictor, decode_model, markov, trigram,
 };
 use jam_predict::eval::{EvalConfig, evaluate};
-use jam_predict::features::Key;
-use jam_predict::{Note, NoteSeq, Role};
 
-/// A tiny deterministic "folk tune" generator: phrases built from a few
-/// motifs, transposed, with a regular rhythm. Enough structure for every
-/// agent to learn, and different seeds give different tunes.
+use jam_predict::NoteSeq;
+
+/// Folk-like tunes from shared motifs: enough structure for every agent
+/// to learn; different seeds give different tunes.
 fn corpus(seed: u64, lines: usize) -> Vec<NoteSeq> {
-    let motifs: [&[i8]; 4] = [&[0, 2, 4, 2], &[4, 5, 7, 4], &[7, 5, 4, 2], &[2, 0, -1, 0]];
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut rnd = move |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n
-    };
-    (0..lines)
-        .map(|_| {
-            let tonic = 60 + rnd(5) as i16;
-            let mut notes = Vec::new();
-            let mut t = 0.0;
-            for _ in 0..6 {
-                let m = motifs[rnd(4) as usize];
-                for (i, &step) in m.iter().enumerate() {
-                    let dur = if i == 3 { 1.0 } else { 0.5 };
-                    notes.push(Note {
-                        onset: Beats::from_f64(t),
-                        duration: Beats::from_f64(dur),
-                        pitch: (tonic + i16::from(step)) as u8,
-                        velocity: 70 + (i as u8) * 10,
-                    });
-                    t += dur;
-                }
-            }
-            let mut l = NoteSeq::new(notes, Role::Melody);
-            l.key = Key::from_signature(0, false).map(|mut k| {
-                k.tonic = (tonic % 12) as u8;
-                k
-            });
-            l
-        })
-        .collect()
+    jam_predict::synth::motif_tunes(seed, lines, 6)
 }
 
 fn small_neural() -> NeuralConfig {

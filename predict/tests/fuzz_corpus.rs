@@ -1,55 +1,24 @@
-//! Replays the `agent_model` fuzz corpus (`fuzz/corpus/agent_model/`) and
-//! every saved crasher (`tests/fuzz-crashers/agent_model/`) through the
-//! model decoder, as the fuzz target does, so a regression shows up in
-//! `cargo test` without a fuzzer.
+//! Replays the fuzz corpora of jam-predict's targets (`agent_model`:
+//! model bytes; `midi_lines`: Standard MIDI Files) and every saved crasher
+//! (`tests/fuzz-crashers/<target>/`) through the same checks the targets
+//! run (`jam_predict::fuzzing`), so a regression shows up in `cargo test`
+//! without a fuzzer.
 //!
 //! `cargo test -p jam-predict --test fuzz_corpus -- --ignored` rewrites the
-//! seeds from small real models.
+//! seeds (small real models, small MIDI files).
 
 use jam_core::Beats;
 use jam_predict::agent::neural::{self, NeuralConfig};
-use jam_predict::agent::{
-    AgentKind, DecodedModel, Predictor, SeqContext, decode_model, frame_model, markov, trigram,
-};
+use jam_predict::agent::{AgentKind, frame_model, markov, trigram};
 use jam_predict::{Note, NoteSeq, Role};
+use midly::num::{u4, u7, u15, u24, u28};
+use midly::{
+    Format, Fps, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind,
+};
 use std::path::{Path, PathBuf};
 
-fn check(bytes: &[u8]) -> bool {
-    let Ok(model) = decode_model(bytes) else {
-        return false;
-    };
-    let again = match &model {
-        DecodedModel::Markov(m) => m.to_model_bytes(),
-        DecodedModel::Trigram(m) => m.to_model_bytes(),
-        DecodedModel::Neural(m) => m.to_model_bytes(),
-    };
-    assert_eq!(again, bytes, "decoding then encoding changes the model");
-    if matches!(model, DecodedModel::Neural(_)) {
-        return true;
-    }
-    let mut p = Predictor::new(model.into_agent().expect("statistical models always load"));
-    p.begin(SeqContext {
-        role: Role::Harmony,
-        ..SeqContext::default()
-    });
-    for (i, pitch) in [0u8, 127, 60, 61, 200, 60].into_iter().enumerate() {
-        let _ = p.predict().expect("statistical models always predict");
-        p.observe(Note {
-            onset: Beats(i as i64 * 250_000),
-            duration: Beats(i as i64 * 1_000_000 - 1),
-            pitch,
-            velocity: pitch,
-        });
-    }
-    true
-}
-
 fn replay(bytes: &[u8]) -> bool {
-    let ok = check(bytes);
-    for kind in [AgentKind::Markov, AgentKind::Trigram, AgentKind::Neural] {
-        check(&frame_model(kind, bytes));
-    }
-    ok
+    jam_predict::fuzzing::agent_model_framed(bytes)
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -68,6 +37,10 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/agent_model")
+}
+
+fn midi_corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/midi_lines")
 }
 
 #[test]
@@ -132,4 +105,113 @@ fn write_seed_corpus() {
     for (name, bytes) in seeds {
         std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
     }
+}
+
+#[test]
+fn midi_fuzz_corpus_replays_cleanly() {
+    let inputs = files(&midi_corpus_dir());
+    assert!(
+        inputs.len() >= 4,
+        "the seed corpus is checked in ({} files)",
+        inputs.len()
+    );
+    let parsed = inputs
+        .iter()
+        .filter(|p| jam_predict::fuzzing::midi_lines(&std::fs::read(p).expect("read corpus file")))
+        .count();
+    assert!(
+        parsed >= 3,
+        "the seeds include real files ({parsed} parsed)"
+    );
+    // Every prefix of every seed: an error or lines, never a panic.
+    for p in &inputs {
+        let bytes = std::fs::read(p).unwrap();
+        for cut in 0..bytes.len() {
+            jam_predict::fuzzing::midi_lines(&bytes[..cut]);
+        }
+    }
+}
+
+#[test]
+fn midi_fuzz_crashers_replay_cleanly() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-crashers/midi_lines");
+    for path in files(&dir) {
+        jam_predict::fuzzing::midi_lines(&std::fs::read(&path).expect("read crasher"));
+    }
+}
+
+fn ev(delta: u32, kind: TrackEventKind<'static>) -> TrackEvent<'static> {
+    TrackEvent {
+        delta: u28::new(delta),
+        kind,
+    }
+}
+
+fn on(channel: u8, key: u8, vel: u8) -> TrackEventKind<'static> {
+    TrackEventKind::Midi {
+        channel: u4::new(channel),
+        message: MidiMessage::NoteOn {
+            key: u7::new(key),
+            vel: u7::new(vel),
+        },
+    }
+}
+
+fn save(name: &str, format: Format, timing: Timing, tracks: Vec<Vec<TrackEvent<'static>>>) {
+    let smf = Smf {
+        header: Header::new(format, timing),
+        tracks,
+    };
+    let mut out = Vec::new();
+    smf.write_std(&mut out).unwrap();
+    std::fs::write(midi_corpus_dir().join(format!("seed-{name}")), out).unwrap();
+}
+
+#[test]
+#[ignore = "rewrites the checked-in seed corpus"]
+fn write_midi_seed_corpus() {
+    std::fs::create_dir_all(midi_corpus_dir()).unwrap();
+    let tune: Vec<TrackEvent<'static>> = [60u8, 62, 64, 60, 64, 65, 67]
+        .iter()
+        .flat_map(|&k| [ev(0, on(0, k, 90)), ev(240, on(0, k, 0))])
+        .collect();
+    let conductor = vec![
+        ev(
+            0,
+            TrackEventKind::Meta(MetaMessage::Tempo(u24::new(500_000))),
+        ),
+        ev(0, TrackEventKind::Meta(MetaMessage::KeySignature(2, false))),
+        ev(
+            0,
+            TrackEventKind::Meta(MetaMessage::TimeSignature(3, 2, 24, 8)),
+        ),
+        ev(0, TrackEventKind::Meta(MetaMessage::EndOfTrack)),
+    ];
+    save(
+        "format1-tune",
+        Format::Parallel,
+        Timing::Metrical(u15::new(480)),
+        vec![conductor, tune.clone()],
+    );
+    let mut mixed = tune.clone();
+    mixed.insert(1, ev(0, on(9, 36, 100)));
+    mixed.push(ev(0, on(9, 36, 0)));
+    mixed.push(ev(0, on(1, 48, 70))); // never released
+    save(
+        "format0-drums-held",
+        Format::SingleTrack,
+        Timing::Metrical(u15::new(96)),
+        vec![mixed],
+    );
+    save(
+        "timecode",
+        Format::SingleTrack,
+        Timing::Timecode(Fps::Fps25, 40),
+        vec![tune],
+    );
+    std::fs::write(
+        midi_corpus_dir().join("seed-header-only"),
+        b"MThd\0\0\0\x06\0\0\0\x01\x01\xe0",
+    )
+    .unwrap();
 }
