@@ -909,3 +909,72 @@ fn damaged_agents_models_and_inputs_are_clear_errors() {
     );
     assert!(!d.path("x.agent").exists());
 }
+
+#[test]
+fn bench_modes_reports_each_mode_over_the_emulated_network() {
+    let d = Dir::new("bench-modes");
+    for (i, seed) in [1u64, 2, 3].into_iter().enumerate() {
+        write_tune(&d.path(&format!("p{i}.mid")), &tune(seed, 3));
+    }
+    let out = ok(&jam(
+        &d,
+        &[
+            "bench",
+            "modes",
+            "p0.mid",
+            "p1.mid",
+            "p2.mid",
+            "--players",
+            "3",
+            "--preset",
+            "continental",
+            "--coherent-margin",
+            "80",
+            "--json",
+        ],
+    ));
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 4, "{out}");
+    let row = |mode: &str| rows.iter().find(|r| r["mode"] == mode).unwrap().clone();
+    let (live, coherent, interval, predictive) = (
+        row("live"),
+        row("coherent"),
+        row("interval"),
+        row("predictive"),
+    );
+    // 3 players x 48 notes, each heard by the 2 others.
+    for r in &rows {
+        assert_eq!(r["notes"], 288, "{r}");
+        assert_eq!(r["preset"], "continental");
+    }
+    // Live: at least the 80 ms one-way delay after the beat.
+    assert!(
+        live["onset_error_p50_ms"].as_f64().unwrap() >= 80.0,
+        "{live}"
+    );
+    // Coherent with the offset above the tail: one sequence for everyone,
+    // every note at the same offset after its beat.
+    assert_eq!(coherent["dropped"], 0, "{coherent}");
+    assert_eq!(coherent["coherence"], 1.0, "{coherent}");
+    assert_eq!(
+        coherent["onset_error_p50_ms"], coherent["onset_error_p95_ms"],
+        "{coherent}"
+    );
+    // Interval: exactly 4 beats later, for everyone.
+    assert_eq!(interval["onset_error_p95_ms"], 0.0, "{interval}");
+    assert_eq!(interval["coherence"], 1.0, "{interval}");
+    // Predictive: the agent stands in for late notes, and is sometimes wrong.
+    let predicted = predictive["predicted"].as_u64().unwrap();
+    assert!(predicted > 0, "{predictive}");
+    assert!(predictive["wrongly_predicted"].as_u64().unwrap() <= predicted);
+    assert!(
+        predictive["onset_error_p50_ms"].as_f64().unwrap()
+            < live["onset_error_p50_ms"].as_f64().unwrap(),
+        "{predictive} vs {live}"
+    );
+    let e = fails(&jam(&d, &["bench", "modes", "p0.mid", "--players", "1"]));
+    assert!(e.contains("--players must be 2 to 64, not 1"), "{e}");
+}
