@@ -1,4 +1,7 @@
-//! `jam agent`: inspect an agent, share it, revoke access.
+//! `jam agent`: train an agent, measure it, inspect it, share it, revoke
+//! access.
+
+mod train;
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +30,49 @@ pub(crate) struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Train an agent from MIDI files and captures and seal it.
+    Train {
+        /// Input files: Standard MIDI Files (.mid) and captures (.scp,
+        /// opened with --key).
+        #[arg(long = "from", required = true, num_args = 1..)]
+        from: Vec<PathBuf>,
+        /// The model kind.
+        #[arg(long, value_enum, default_value = "markov")]
+        kind: train::KindArg,
+        /// Where to write the sealed agent.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// Public keys (jam1…) that can open the agent; the owner (the
+        /// key holder, else the first of these) always can.
+        #[arg(long = "to")]
+        to: Vec<String>,
+        /// Role of the lines not on the drum channel (channel 10 is rhythm).
+        #[arg(long, value_enum, default_value = "melody")]
+        role: train::RoleArg,
+        /// Seed of the neural agent's initial weights and shuffling; the
+        /// same seed and inputs give the same model bytes.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The owner's display name, stored in the agent.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// Measure an agent on MIDI files and captures it has not seen: bits
+    /// per note, top-1 next-pitch accuracy, onset error, false predictions.
+    Eval {
+        /// The agent file.
+        file: PathBuf,
+        /// Files to measure on (.mid, or .scp opened with --key).
+        #[arg(long = "on", required = true, num_args = 1..)]
+        on: Vec<PathBuf>,
+        /// Role of the lines not on the drum channel.
+        #[arg(long, value_enum, default_value = "melody")]
+        role: train::RoleArg,
+        /// Print one JSON object: bits_per_note, top1, onset_error_ms,
+        /// false_prediction_rate, notes.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show an agent's owner, kind, version, training data and recipients.
     Info {
         /// The agent file.
@@ -64,6 +110,32 @@ fn keys(list: &[String]) -> Result<Vec<Recipient>> {
 pub(crate) fn run(args: Args) -> Result<()> {
     let key = args.key.as_deref();
     match args.command {
+        Cmd::Train {
+            from,
+            kind,
+            output,
+            to,
+            role,
+            seed,
+            name,
+        } => train::train(
+            train::TrainArgs {
+                from,
+                kind,
+                output,
+                to: keys(&to)?,
+                role: role.into(),
+                seed,
+                name,
+            },
+            key,
+        ),
+        Cmd::Eval {
+            file,
+            on,
+            role,
+            json,
+        } => train::eval(&file, &on, role.into(), key, json),
         Cmd::Info { file } => info(&file, key),
         Cmd::Share { file, to, output } => {
             let to = keys(&to)?;

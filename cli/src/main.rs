@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod agent;
+mod bench;
 mod capture;
 mod demo;
 mod keys;
@@ -41,8 +42,11 @@ enum Command {
     Keys(keys::Args),
     /// Session captures (.scp): inspect, verify, replay, export, repair.
     Capture(capture::Args),
-    /// Agents (.agent): inspect, share with a collaborator, revoke.
+    /// Agents (.agent): train, measure, inspect, share with a collaborator,
+    /// revoke.
     Agent(agent::Args),
+    /// Benchmarks: the latency modes over the emulated network.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         Command::Keys(a) => keys::run(a),
         Command::Capture(a) => capture::run(a),
         Command::Agent(a) => agent::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

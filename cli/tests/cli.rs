@@ -1,5 +1,6 @@
-//! The `jam` binary: keys, captures and agents, with the exact error texts
-//! and exit codes, and a capture writer killed with SIGKILL mid-session.
+//! The `jam` binary: keys, captures and agents (trained, measured, shared),
+//! with the exact error texts and exit codes, and a capture writer killed
+//! with SIGKILL mid-session.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -68,9 +69,9 @@ fn read_identity(path: &Path) -> Identity {
     jam_capture::keys::decode_key_file(&std::fs::read_to_string(path).unwrap(), None).unwrap()
 }
 
-/// A capture with exactly 5 chunks and the count recorded: session start,
-/// three flushed markers, the index.
-fn five_chunk_capture(path: &Path, to: &Identity) {
+/// A capture recorded by "Ada" into `path`, sealed for `to`, starting at
+/// `tempo_bpm`.
+fn capture_writer(path: &Path, to: &Identity, tempo_bpm: f64) -> CaptureWriter<std::fs::File> {
     let start = SessionStart {
         schema_version: SCHEMA_VERSION,
         session_schema: 1,
@@ -78,17 +79,23 @@ fn five_chunk_capture(path: &Path, to: &Identity) {
         recorder_name: "Ada".into(),
         wall_clock_unix_micros: 0,
         at: Micros::ZERO,
-        tempo_bpm: 100.0,
+        tempo_bpm,
     };
     let f = std::fs::File::create(path).unwrap();
-    let mut w = CaptureWriter::create(
+    CaptureWriter::create(
         f,
         &[to.to_public()],
         start,
         CaptureConfig::default(),
         &mut rand::rng(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// A capture with exactly 5 chunks and the count recorded: session start,
+/// three flushed markers, the index.
+fn five_chunk_capture(path: &Path, to: &Identity) {
+    let mut w = capture_writer(path, to, 100.0);
     for i in 0..3 {
         w.append_marker(
             Micros(i * 1000),
@@ -533,4 +540,441 @@ fn a_capture_writer_killed_mid_session_loses_nothing_sealed() {
         &bytes[hl..keep],
         "complete chunks are kept byte for byte"
     );
+}
+
+/// A folk-like tune of `phrases` four-motif phrases (jam-predict's
+/// seeded synthetic melodies) as (pitch, length in ticks at 480 per beat),
+/// one note after the other. Different seeds, different tunes; the same
+/// motifs, so an agent trained on one seed predicts another.
+fn tune(seed: u64, phrases: usize) -> Vec<(u8, u32)> {
+    let line = &jam_predict::synth::motif_tunes(seed, 1, 4 * phrases)[0];
+    line.notes
+        .iter()
+        .map(|n| (n.pitch, (n.duration.0 * 480 / Beats::PER_BEAT) as u32))
+        .collect()
+}
+
+/// Writes `notes` (pitch, length in ticks at 480 per beat) as a MIDI file.
+fn write_tune(path: &Path, notes: &[(u8, u32)]) {
+    let mut events = Vec::new();
+    for &(pitch, ticks) in notes {
+        events.push((0, vec![0x90, pitch, 90]));
+        events.push((ticks, vec![0x80, pitch, 0]));
+    }
+    jam_tests::smf::write(path, 480, 500_000, &events);
+}
+
+/// Records `notes` as one player's MIDI in a capture sealed for `to`, at
+/// 120 BPM, one note after the other.
+fn write_tune_capture(path: &Path, to: &Identity, notes: &[(u8, u32)]) {
+    let mut w = capture_writer(path, to, 120.0);
+    let mut beat = 0i64;
+    for &(pitch, ticks) in notes {
+        let len = i64::from(ticks) * Beats::PER_BEAT / 480;
+        for (b, bytes) in [(beat, [0x90, pitch, 90]), (beat + len, [0x80, pitch, 0])] {
+            w.append_midi(jam_capture::record::MidiEvent {
+                at: Micros((b / 2) as u64), // 120 BPM: half a second per beat
+                participant: PeerId([2; 16]),
+                direction: jam_capture::record::Direction::In,
+                sender_time: Micros((b / 2) as u64),
+                beat: Beats(b),
+                bytes: bytes.to_vec(),
+                recovered: false,
+            })
+            .unwrap();
+        }
+        beat += len;
+    }
+    w.finish_and_record_count().unwrap();
+}
+
+fn eval_json(out: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    for k in [
+        "bits_per_note",
+        "top1",
+        "onset_error_ms",
+        "false_prediction_rate",
+        "notes",
+    ] {
+        assert!(v.get(k).is_some(), "{k} missing from {out}");
+    }
+    assert_eq!(v.as_object().unwrap().len(), 5, "{out}");
+    v
+}
+
+fn model_of(agent: &Path, id: &Identity) -> Vec<u8> {
+    jam_capture::agent::open_agent(
+        std::fs::File::open(agent).unwrap(),
+        std::slice::from_ref(id),
+    )
+    .unwrap()
+    .read_model()
+    .unwrap()
+}
+
+#[test]
+fn agents_train_from_midi_files_and_captures_and_are_measured() {
+    let d = Dir::new("agent-train");
+    let (owner_key, _) = new_key(&d, "owner.key");
+    let (friend_key, friend_pub) = new_key(&d, "friend.key");
+    let (o, f) = (owner_key.to_str().unwrap(), friend_key.to_str().unwrap());
+    let owner = read_identity(&owner_key);
+    write_tune(&d.path("a.mid"), &tune(1, 12));
+    write_tune_capture(&d.path("b.scp"), &owner, &tune(2, 12));
+    write_tune(&d.path("held.mid"), &tune(3, 4));
+
+    let out = ok(&jam(
+        &d,
+        &[
+            "agent",
+            "train",
+            "--from",
+            "a.mid",
+            "b.scp",
+            "--kind",
+            "markov",
+            "-o",
+            "me.agent",
+            "--to",
+            &friend_pub,
+            "--key",
+            o,
+            "--name",
+            "Ada",
+        ],
+    ));
+    assert!(
+        out.contains("markov-v1 trained on 384 notes in 2 lines") && out.contains("2 recipients"),
+        "{out}"
+    );
+    // The friend opens it; the metadata says what it learned from.
+    let info = ok(&jam(&d, &["agent", "info", "me.agent", "--key", f]));
+    assert!(
+        info.contains("Ada")
+            && info.contains("1 captures, 768 events")
+            && info.contains("1 participants"),
+        "{info}"
+    );
+
+    // The sealed model is exactly what jam-predict trains from those lines.
+    let mut lines = jam_predict::midi::lines_from_smf(
+        &std::fs::read(d.path("a.mid")).unwrap(),
+        jam_predict::Role::Melody,
+    )
+    .unwrap();
+    let expected_b = jam_predict::midi::lines_from_smf(
+        &{
+            write_tune(&d.path("b.mid"), &tune(2, 12));
+            std::fs::read(d.path("b.mid")).unwrap()
+        },
+        jam_predict::Role::Melody,
+    )
+    .unwrap();
+    lines.extend(expected_b.iter().cloned().map(|mut l| {
+        l.key = None; // a capture carries no key signature
+        l
+    }));
+    let want = jam_predict::agent::markov::train(
+        &lines,
+        &jam_predict::agent::markov::MarkovConfig::default(),
+    )
+    .to_model_bytes();
+    assert_eq!(model_of(&d.path("me.agent"), &owner), want);
+
+    // Measured on a tune it has not seen, from a file and from a capture.
+    let v = eval_json(&ok(&jam(
+        &d,
+        &[
+            "agent", "eval", "me.agent", "--on", "held.mid", "--key", o, "--json",
+        ],
+    )));
+    assert_eq!(v["notes"], 64);
+    let bits = v["bits_per_note"].as_f64().unwrap();
+    let top1 = v["top1"].as_f64().unwrap();
+    // Chance over 128 keys is 7 bits; the motifs make the next note likely.
+    assert!(bits > 0.0 && bits < 3.0, "{v}");
+    assert!(top1 > 0.5 && top1 <= 1.0, "{v}");
+    let onset = v["onset_error_ms"].as_f64().unwrap();
+    assert!((0.0..250.0).contains(&onset), "{v}");
+    let fpr = v["false_prediction_rate"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&fpr), "{v}");
+    write_tune_capture(&d.path("held.scp"), &owner, &tune(3, 4));
+    let c = eval_json(&ok(&jam(
+        &d,
+        &[
+            "agent", "eval", "me.agent", "--on", "held.scp", "--key", o, "--json",
+        ],
+    )));
+    assert_eq!(c["notes"], 64);
+    assert_eq!(
+        c["top1"], v["top1"],
+        "the same tune, from a capture: {c} vs {v}"
+    );
+    let text = ok(&jam(
+        &d,
+        &["agent", "eval", "me.agent", "--on", "held.mid", "--key", f],
+    ));
+    assert!(
+        text.contains("bits per note (pitch):") && text.contains("notes:                 64"),
+        "{text}"
+    );
+
+    // A capture the key cannot open is an error naming the file.
+    write_tune_capture(
+        &d.path("theirs.scp"),
+        &read_identity(&friend_key),
+        &tune(4, 2),
+    );
+    let e = fails(&jam(
+        &d,
+        &[
+            "agent",
+            "train",
+            "--from",
+            "theirs.scp",
+            "-o",
+            "x.agent",
+            "--key",
+            o,
+        ],
+    ));
+    assert_eq!(
+        e.trim(),
+        "jam: error: theirs.scp: you are not a recipient of this file"
+    );
+    assert!(!d.path("x.agent").exists());
+}
+
+#[test]
+fn neural_agent_training_is_deterministic_for_a_seed() {
+    let d = Dir::new("agent-neural");
+    let (owner_key, owner_pub) = new_key(&d, "owner.key");
+    let o = owner_key.to_str().unwrap();
+    let owner = read_identity(&owner_key);
+    write_tune(&d.path("a.mid"), &tune(1, 10));
+    write_tune(&d.path("held.mid"), &tune(3, 4));
+    let train = |out: &str, seed: &str| {
+        // No --key: the owner is the first recipient, no key file is read.
+        ok(&jam(
+            &d,
+            &[
+                "agent", "train", "--from", "a.mid", "--kind", "neural", "-o", out, "--to",
+                &owner_pub, "--seed", seed,
+            ],
+        ))
+    };
+    assert!(train("n1.agent", "7").contains("neural-v1"));
+    train("n2.agent", "7");
+    train("n3.agent", "8");
+    let (m1, m2, m3) = (
+        model_of(&d.path("n1.agent"), &owner),
+        model_of(&d.path("n2.agent"), &owner),
+        model_of(&d.path("n3.agent"), &owner),
+    );
+    assert_eq!(m1, m2, "same seed, same inputs: same model bytes");
+    assert_ne!(m1, m3, "another seed starts from other weights");
+    // Sealed files differ (fresh keys), the models inside do not.
+    assert_ne!(
+        std::fs::read(d.path("n1.agent")).unwrap(),
+        std::fs::read(d.path("n2.agent")).unwrap()
+    );
+    let v = eval_json(&ok(&jam(
+        &d,
+        &[
+            "agent", "eval", "n1.agent", "--on", "held.mid", "--key", o, "--json",
+        ],
+    )));
+    assert_eq!(v["notes"], 64);
+    assert!(v["bits_per_note"].as_f64().unwrap() < 4.0, "{v}");
+}
+
+#[test]
+fn damaged_agents_models_and_inputs_are_clear_errors() {
+    let d = Dir::new("agent-damage");
+    let (owner_key, _) = new_key(&d, "owner.key");
+    let o = owner_key.to_str().unwrap();
+    let owner = read_identity(&owner_key);
+    write_tune(&d.path("a.mid"), &tune(1, 4));
+    ok(&jam(
+        &d,
+        &[
+            "agent",
+            "train",
+            "--from",
+            "a.mid",
+            "-o",
+            "good.agent",
+            "--key",
+            o,
+        ],
+    ));
+    let good_model = model_of(&d.path("good.agent"), &owner);
+    let eval = |file: &str| {
+        fails(&jam(
+            &d,
+            &["agent", "eval", file, "--on", "a.mid", "--key", o],
+        ))
+    };
+
+    // A modified sealed file: authentication fails.
+    let mut file = std::fs::read(d.path("good.agent")).unwrap();
+    let n = file.len();
+    file[n - 40] ^= 0x01;
+    std::fs::write(d.path("flipped.agent"), &file).unwrap();
+    let e = eval("flipped.agent");
+    assert!(e.contains("flipped.agent"), "{e}");
+    // Cut short.
+    std::fs::write(d.path("short.agent"), &file[..n / 2]).unwrap();
+    let e = eval("short.agent");
+    assert!(e.contains("short.agent"), "{e}");
+
+    // Sealed correctly around model bytes that are damaged.
+    let seal = |name: &str, kind: &str, model: &[u8]| {
+        let meta = jam_capture::agent::AgentMeta {
+            owner: owner.to_public(),
+            owner_name: String::new(),
+            kind: kind.into(),
+            version: 1,
+            created_unix_micros: 0,
+            training: Default::default(),
+        };
+        let f = jam_capture::agent::write_agent(
+            Vec::new(),
+            &meta,
+            &mut &model[..],
+            &[owner.to_public()],
+            &mut rand::rng(),
+        )
+        .unwrap();
+        std::fs::write(d.path(name), f).unwrap();
+    };
+    seal("garbage.agent", "markov-v1", b"not a model at all");
+    assert_eq!(
+        eval("garbage.agent").trim(),
+        "jam: error: garbage.agent: the model inside cannot be used: not an agent model: starts with [6e, 6f, 74, 20] instead of \"JAMM\""
+    );
+    let mut bad = good_model.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x10;
+    seal("checksum.agent", "markov-v1", &bad);
+    let e = eval("checksum.agent");
+    assert!(
+        e.contains(
+            "checksum.agent: the model inside cannot be used: agent model is corrupt: body checksum"
+        ),
+        "{e}"
+    );
+    seal(
+        "truncated.agent",
+        "markov-v1",
+        &good_model[..good_model.len() - 3],
+    );
+    let e = eval("truncated.agent");
+    assert!(e.contains("agent model truncated at byte"), "{e}");
+    seal("kind.agent", "neural-v1", &good_model);
+    assert_eq!(
+        eval("kind.agent").trim(),
+        "jam: error: kind.agent: the metadata says neural-v1 but the model inside is markov-v1"
+    );
+
+    // Inputs.
+    std::fs::write(d.path("bad.mid"), b"MThd\0\0\0\x06junk").unwrap();
+    let e = fails(&jam(
+        &d,
+        &[
+            "agent", "train", "--from", "bad.mid", "-o", "x.agent", "--key", o,
+        ],
+    ));
+    assert!(
+        e.starts_with("jam: error: bad.mid: not a standard midi file"),
+        "{e}"
+    );
+    std::fs::write(d.path("notes.txt"), b"C D E").unwrap();
+    let e = fails(&jam(
+        &d,
+        &[
+            "agent",
+            "eval",
+            "good.agent",
+            "--on",
+            "notes.txt",
+            "--key",
+            o,
+        ],
+    ));
+    assert_eq!(
+        e.trim(),
+        "jam: error: notes.txt: unknown input type (expected a .mid or .midi file or a .scp capture)"
+    );
+    assert!(!d.path("x.agent").exists());
+}
+
+#[test]
+fn bench_modes_reports_each_mode_over_the_emulated_network() {
+    let d = Dir::new("bench-modes");
+    for (i, seed) in [1u64, 2, 3].into_iter().enumerate() {
+        write_tune(&d.path(&format!("p{i}.mid")), &tune(seed, 3));
+    }
+    let out = ok(&jam(
+        &d,
+        &[
+            "bench",
+            "modes",
+            "p0.mid",
+            "p1.mid",
+            "p2.mid",
+            "--players",
+            "3",
+            "--preset",
+            "continental",
+            "--coherent-margin",
+            "80",
+            "--json",
+        ],
+    ));
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 4, "{out}");
+    let row = |mode: &str| rows.iter().find(|r| r["mode"] == mode).unwrap().clone();
+    let (live, coherent, interval, predictive) = (
+        row("live"),
+        row("coherent"),
+        row("interval"),
+        row("predictive"),
+    );
+    // 3 players x 48 notes, each heard by the 2 others.
+    for r in &rows {
+        assert_eq!(r["notes"], 288, "{r}");
+        assert_eq!(r["preset"], "continental");
+    }
+    // Live: at least the 80 ms one-way delay after the beat.
+    assert!(
+        live["onset_error_p50_ms"].as_f64().unwrap() >= 80.0,
+        "{live}"
+    );
+    // Coherent with the offset above the tail: one sequence for everyone,
+    // every note at the same offset after its beat.
+    assert_eq!(coherent["dropped"], 0, "{coherent}");
+    assert_eq!(coherent["coherence"], 1.0, "{coherent}");
+    assert_eq!(
+        coherent["onset_error_p50_ms"], coherent["onset_error_p95_ms"],
+        "{coherent}"
+    );
+    // Interval: exactly 4 beats later, for everyone.
+    assert_eq!(interval["onset_error_p95_ms"], 0.0, "{interval}");
+    assert_eq!(interval["coherence"], 1.0, "{interval}");
+    // Predictive: the agent stands in for late notes, and is sometimes wrong.
+    let predicted = predictive["predicted"].as_u64().unwrap();
+    assert!(predicted > 0, "{predictive}");
+    assert!(predictive["wrongly_predicted"].as_u64().unwrap() <= predicted);
+    assert!(
+        predictive["onset_error_p50_ms"].as_f64().unwrap()
+            < live["onset_error_p50_ms"].as_f64().unwrap(),
+        "{predictive} vs {live}"
+    );
+    let e = fails(&jam(&d, &["bench", "modes", "p0.mid", "--players", "1"]));
+    assert!(e.contains("--players must be 2 to 64, not 1"), "{e}");
 }

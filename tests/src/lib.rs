@@ -222,6 +222,41 @@ pub fn plugin_bundles(package: &str, product: &str) -> (PathBuf, PathBuf) {
     (clap, vst3)
 }
 
+/// ONNX Runtime's shared library from the `onnxruntime` wheel in the
+/// project venv (`onnxruntime/capi/libonnxruntime.so.1.*`; the wheel ships
+/// only the versioned name), or `$JAM_ONNXRUNTIME` if set. Reports it
+/// missing otherwise.
+pub fn onnxruntime_library() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("JAM_ONNXRUNTIME").map(PathBuf::from)
+        && p.is_file()
+    {
+        return Some(p);
+    }
+    let python = require_python(&["onnxruntime"])?;
+    let out = Command::new(&python)
+        .args([
+            "-c",
+            "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))",
+        ])
+        .output()
+        .ok()?;
+    let capi = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("capi");
+    let mut libs: Vec<PathBuf> = std::fs::read_dir(&capi)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    libs.retain(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so.1."))
+    });
+    libs.sort();
+    libs.pop().or_else(|| {
+        missing(
+            &format!("libonnxruntime.so.1.* in {}", capi.display()),
+            "pip install onnxruntime (tests/requirements.txt)",
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

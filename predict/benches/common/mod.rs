@@ -1,0 +1,67 @@
+//! What both agent benchmarks share: the chorale corpus, and a small
+//! synthetic one for test mode.
+
+use jam_predict::midi::lines_from_smf;
+use jam_predict::{NoteSeq, Role};
+use std::path::{Path, PathBuf};
+
+/// True when run by `cargo bench` to measure (not listing, not test mode).
+pub(crate) fn measuring() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--list")
+}
+
+/// The chorale sopranos as (train, test) lines, split as
+/// `predict/corpus/chorales.txt` says: from `$JAM_CHORALES`, else
+/// `target/chorales` (extracted there first with the project venv's
+/// music21 by `tests/python/extract_chorales.py`). `None`, after a loud
+/// notice (a failure in CI), when music21 is not available.
+pub(crate) fn chorales() -> Option<(Vec<NoteSeq>, Vec<NoteSeq>)> {
+    let root = jam_tests::workspace_root();
+    let dir = std::env::var_os("JAM_CHORALES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/chorales"));
+    let list = std::fs::read_to_string(root.join("predict/corpus/chorales.txt"))
+        .expect("predict/corpus/chorales.txt is checked in");
+    let wanted: Vec<(&str, &str)> = list
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?, w.next()?))
+        })
+        .collect();
+    let path = |name: &str, split: &str| dir.join(split).join(format!("{name}.mid"));
+    if wanted.iter().any(|(n, s)| !path(n, s).is_file()) {
+        let python = jam_tests::require_python(&["music21"])?;
+        eprintln!("extracting the chorales into {} (once)", dir.display());
+        let ok = std::process::Command::new(python)
+            .arg(root.join("tests/python/extract_chorales.py"))
+            .arg(&dir)
+            .status()
+            .expect("run extract_chorales.py")
+            .success();
+        assert!(ok, "extract_chorales.py failed");
+    }
+    let (mut train, mut test) = (Vec::new(), Vec::new());
+    for (name, split) in wanted {
+        let lines = read(&path(name, split));
+        match split {
+            "train" => train.extend(lines),
+            "test" => test.extend(lines),
+            other => panic!("unknown split {other} in chorales.txt"),
+        }
+    }
+    Some((train, test))
+}
+
+fn read(p: &Path) -> Vec<NoteSeq> {
+    let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    lines_from_smf(&bytes, Role::Melody).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// A small synthetic corpus of motif-built tunes (test mode, and when the
+/// chorales are not available).
+pub(crate) fn synthetic(seed: u64, lines: usize) -> Vec<NoteSeq> {
+    jam_predict::synth::motif_tunes(seed, lines, 8)
+}
