@@ -32,6 +32,7 @@
 pub mod beats;
 pub mod clock;
 pub mod midi;
+pub mod mode;
 pub mod peer;
 pub mod session_time;
 pub mod time;
@@ -40,6 +41,7 @@ pub mod timeline;
 pub use beats::Beats;
 pub use clock::{Clock, MonotonicClock};
 pub use midi::{MidiError, ShortMessage};
+pub use mode::LatencyMode;
 pub use peer::PeerId;
 pub use session_time::{SessionClock, SessionTime};
 pub use time::Micros;

@@ -26,42 +26,7 @@
 
 use crate::features::Role;
 use crate::quantizer::{Quantizer, QuantizerConfig};
-use jam_core::Beats;
-
-/// How a listener hears remote players; mirrors the session document's
-/// latency mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum LatencyMode {
-    /// As soon as they arrive, through the jitter buffer.
-    #[default]
-    Live,
-    /// At their beat plus one shared schedule-ahead.
-    Coherent,
-    /// Exactly N beats later.
-    Interval,
-    /// Like live, with late notes rendered from the player's agent.
-    Predictive,
-}
-
-impl LatencyMode {
-    /// Every mode.
-    pub const ALL: [LatencyMode; 4] = [
-        LatencyMode::Live,
-        LatencyMode::Coherent,
-        LatencyMode::Interval,
-        LatencyMode::Predictive,
-    ];
-
-    /// The name used on the command line and in reports.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            LatencyMode::Live => "live",
-            LatencyMode::Coherent => "coherent",
-            LatencyMode::Interval => "interval",
-            LatencyMode::Predictive => "predictive",
-        }
-    }
-}
+use jam_core::{Beats, LatencyMode};
 
 /// What kind of event is being decided on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -74,4 +74,4 @@ pub mod stuck_guard;
 pub mod synth;
 
 pub use features::{Note, NoteSeq, Role};
-pub use late_policy::LatencyMode;
+pub use jam_core::LatencyMode;

@@ -6,54 +6,10 @@
 //! exact representation (integers, no floats), so two replicas holding the
 //! same document hold `==` states.
 
+pub use jam_core::LatencyMode;
 use jam_core::{Beats, Meter, PeerId, SessionTime, Tempo, TempoChange, Timeline};
 use std::collections::BTreeMap;
 use std::fmt;
-
-/// How listeners hear remote players (ARCHITECTURE.md, "Latency modes").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum LatencyMode {
-    /// Remote notes as soon as they arrive, through an adaptive jitter buffer.
-    #[default]
-    Live,
-    /// Every note at its beat plus one shared schedule-ahead offset.
-    Coherent,
-    /// Remote notes exactly one interval (N beats) later.
-    Interval,
-    /// Like live, with late notes rendered from the player's agent.
-    Predictive,
-}
-
-impl LatencyMode {
-    /// Every mode, in display order.
-    pub const ALL: [LatencyMode; 4] = [
-        LatencyMode::Live,
-        LatencyMode::Coherent,
-        LatencyMode::Interval,
-        LatencyMode::Predictive,
-    ];
-
-    /// The stored (and displayed) name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            LatencyMode::Live => "live",
-            LatencyMode::Coherent => "coherent",
-            LatencyMode::Interval => "interval",
-            LatencyMode::Predictive => "predictive",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Option<LatencyMode> {
-        Self::ALL.into_iter().find(|m| m.as_str() == s)
-    }
-}
-
-impl fmt::Display for LatencyMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A musical role a participant plays; several at once are allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
