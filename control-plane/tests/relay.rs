@@ -240,6 +240,26 @@ async fn rate_limits_drop_and_count_floods() {
     ts.stop().await;
 }
 
+/// A player who starts right after the others were accepted counts them as
+/// online: the relay publishes a member before acknowledging its hello, not
+/// at its next tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_is_online_as_soon_as_its_hello_is_acknowledged() {
+    let ts = TestServer::start(Backend::Sqlite).await.unwrap();
+    let (sid, _m) = session_with(&ts, 3).await;
+    let newcomer = ts.user("newcomer").await;
+    let join = ts.join(&newcomer, &sid).await;
+    let online: Vec<bool> = join["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["username"].as_str().unwrap().starts_with("player"))
+        .map(|x| x["online"].as_bool().unwrap())
+        .collect();
+    assert_eq!(online, vec![true, true, true], "{join:#}");
+    ts.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_members_expire_and_keepalives_keep_them() {
     let ts = TestServer::start_with(Backend::Sqlite, |c| {

@@ -5,7 +5,8 @@
 //! receives into one reused buffer, asks [`RelayCore`] what to do, and sends
 //! the same bytes to every destination. Once per tick it expires silent
 //! members, applies commands from the HTTP side (revocations), publishes a
-//! statistics snapshot and hands relay events to the async side.
+//! statistics snapshot and hands relay events to the async side. A member
+//! coming online is published at once, before its hello is acknowledged.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -134,6 +135,7 @@ fn run(
     let origin = Instant::now();
     let now = || Micros(origin.elapsed().as_micros() as u64);
     let mut buf = vec![0u8; MAX_PACKET_LEN + 1];
+    let mut reply_buf = vec![0u8; MAX_PACKET_LEN + 1];
     let mut next_tick = now();
     let mut last_published = RelayStats::default();
     tracing::info!(addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "relay listening");
@@ -141,10 +143,16 @@ fn run(
         match socket.recv_from(&mut buf) {
             Ok((n, from)) => {
                 let t = now();
+                let mut reply = None;
                 match core.handle_datagram(t, wall_us(), from, &buf[..n]) {
                     Output::Nothing => {}
                     Output::Reply { to, bytes } => {
-                        let _ = socket.send_to(bytes, to);
+                        // Copied out so that the snapshot below can read the
+                        // core before the ack leaves.
+                        if let Some(dst) = reply_buf.get_mut(..bytes.len()) {
+                            dst.copy_from_slice(bytes);
+                            reply = Some((to, bytes.len()));
+                        }
                     }
                     Output::Forward { to, except } => {
                         for (i, dest) in to.iter().enumerate() {
@@ -156,8 +164,19 @@ fn run(
                         }
                     }
                 }
+                let mut changed = false;
                 while let Some(e) = core.poll_event() {
+                    changed = true;
                     let _ = events.send(e);
+                }
+                if changed {
+                    // A member came online (or moved): publish before its
+                    // ack leaves, so that once a client is accepted every
+                    // join answer lists it as online.
+                    publish(&core, shared, &mut last_published);
+                }
+                if let Some((to, len)) = reply {
+                    let _ = socket.send_to(&reply_buf[..len], to);
                 }
             }
             Err(e)
@@ -196,18 +215,23 @@ fn run(
         while let Some(e) = core.poll_event() {
             let _ = events.send(e);
         }
-        let stats = core.stats().clone();
-        let snapshot = RelaySnapshot {
-            members: core.members().collect(),
-            cpu_us: thread_cpu_us().unwrap_or(0),
-            stats: stats.clone(),
-        };
-        if stats != last_published {
-            shared.generation.fetch_add(1, Ordering::Relaxed);
-            last_published = stats;
-        }
-        *shared.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+        publish(&core, shared, &mut last_published);
     }
+}
+
+/// Replaces the shared snapshot with the core's current state.
+fn publish(core: &RelayCore, shared: &RelayShared, last_published: &mut RelayStats) {
+    let stats = core.stats().clone();
+    let snapshot = RelaySnapshot {
+        members: core.members().collect(),
+        cpu_us: thread_cpu_us().unwrap_or(0),
+        stats: stats.clone(),
+    };
+    if stats != *last_published {
+        shared.generation.fetch_add(1, Ordering::Relaxed);
+        *last_published = stats;
+    }
+    *shared.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
 }
 
 /// CPU time (user + system) of the calling thread in µs, from
