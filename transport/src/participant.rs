@@ -19,8 +19,11 @@
 //!   attack is not music). The journal then protects them like any other
 //!   message (`rtp-midi.md` §4.7, last paragraph).
 //! - **Time.** Incoming events carry the sender's clock time; they are mapped
-//!   onto the local clock with the peer's clock-sync estimate
-//!   ([`EndpointEvent::ClockUpdated`]). Until the first `CK` exchange
+//!   onto the local clock by a [`ClockTracker`] fed with the peer's
+//!   clock-sync estimates ([`EndpointEvent::ClockUpdated`]): it steps to the
+//!   first one, then slews toward better ones at a bounded rate (stepping
+//!   only for a large jump), so remote event times never jump by the
+//!   round-trip noise of one exchange. Until the first `CK` exchange
 //!   completes, the first packet's arrival time anchors the mapping (as if
 //!   the network had no delay), so lateness is never computed against an
 //!   unrelated clock.
@@ -40,7 +43,7 @@ use crate::applemidi::{
     Endpoint, EndpointConfig, EndpointEvent, FailReason, InviteError, LeaveReason, PeerHandle,
     Port, RttStats, SendError, Transmit,
 };
-use crate::clock::{ClockMap, Ticks};
+use crate::clock::{ClockMap, ClockTracker, ClockTrackerConfig, MICROS_PER_TICK, Ticks};
 use crate::driver::Protocol;
 use crate::rtp::header::RtpHeader;
 use crate::rtp::recv::{RecvConfig, RecvEvent, RecvStats, RecvStream};
@@ -128,11 +131,13 @@ pub enum ParticipantEvent {
         /// When the packet carrying it arrived (local clock).
         arrived: Micros,
     },
-    /// The clock-sync estimate for a peer changed.
+    /// The clock-sync estimate for a peer changed. Event times follow it
+    /// gradually (see the module docs), not at once.
     ClockUpdated {
         /// The session.
         peer: PeerHandle,
-        /// Local clock minus the peer's.
+        /// Local clock minus the peer's: the window's minimum-round-trip
+        /// estimate.
         clock: ClockMap,
         /// Round-trip statistics.
         rtt: RttStats,
@@ -160,15 +165,16 @@ struct PeerStreams {
     ssrc: u32,
     send: SendStream,
     recv: RecvStream,
-    /// Clock-sync estimate, once a `CK` exchange has completed.
-    clock: Option<ClockMap>,
+    /// Clock-sync estimates, filtered and slewed.
+    tracker: ClockTracker,
     /// Fallback mapping anchored on the first packet's arrival.
     arrival_clock: Option<ClockMap>,
 }
 
 impl PeerStreams {
-    fn clock(&self) -> ClockMap {
-        self.clock
+    fn clock(&self, now: Micros) -> ClockMap {
+        self.tracker
+            .clock_map(now)
             .or(self.arrival_clock)
             .unwrap_or(ClockMap::IDENTITY)
     }
@@ -382,7 +388,7 @@ impl Participant {
                         ssrc,
                         send,
                         recv: RecvStream::with_ssrc(self.config.recv, ssrc),
-                        clock: None,
+                        tracker: ClockTracker::new(ClockTrackerConfig::default()),
                         arrival_clock: None,
                     },
                 );
@@ -433,7 +439,10 @@ impl Participant {
             }
             EndpointEvent::ClockUpdated { peer, clock, rtt } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
-                    p.clock = Some(clock);
+                    // The estimate rests on the window's minimum round trip.
+                    let rtt_ticks = rtt.min.as_micros() / u128::from(MICROS_PER_TICK);
+                    let rtt_ticks = i64::try_from(rtt_ticks).unwrap_or(i64::MAX);
+                    p.tracker.observe(now, clock.offset_ticks, rtt_ticks);
                 }
                 self.events
                     .push_back(ParticipantEvent::ClockUpdated { peer, clock, rtt });
@@ -449,7 +458,7 @@ impl Participant {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        if p.clock.is_none()
+        if p.tracker.steps() == 0
             && p.arrival_clock.is_none()
             && let Ok((h, _)) = RtpHeader::decode(packet)
         {
@@ -459,11 +468,14 @@ impl Participant {
                 offset_ticks: local as i64 - remote as i64,
             });
         }
-        let clock = p.clock();
+        let clock = p.clock(now);
         // A malformed or foreign packet plays nothing; the stream counts it.
         let _ = p.recv.handle_packet(now, &clock, packet);
         while let Some(event) = p.recv.poll_event() {
-            let local_time = clock.to_local(event.time);
+            let local_time = p
+                .tracker
+                .map(now, event.time)
+                .unwrap_or_else(|| clock.to_local(event.time));
             self.events.push_back(ParticipantEvent::Midi {
                 peer,
                 event,
