@@ -14,7 +14,7 @@ Steps, as a DAW reopening a project does them:
    (nice-plug activates again after a state load, and the plugin joins);
 3. render 256-sample blocks in real time (the network delivers notes as
    they are played), concatenating the audio;
-4. find note onsets and the pitch of each note (FFT peak).
+4. find note onsets (attacks) and the pitch of each note (FFT peak).
 
 The plugin's VST3 side exposes 2080 hidden "MIDI Ch. N CC M" parameters
 (how VST3 instruments receive MIDI CCs). pedalboard probes the text of every
@@ -71,11 +71,22 @@ def with_fields(raw, fields):
 
 
 def onsets(mono, threshold):
-    """Sample indices where the 2 ms RMS envelope rises through threshold."""
+    """Sample indices where a note attacks: the 2 ms RMS envelope is above
+    threshold and over four times (12 dB) what it was 5 ms before (plus a
+    quarter of the threshold, so that a rise out of silence counts as soon
+    as it crosses the threshold).
+
+    Not plain threshold crossings: the 2 ms window is shorter than one
+    period of these notes, so as a release tail passes the threshold its
+    envelope ripples by about 15% and can cross it upward again, reporting an
+    onset with silence after it (pitch 51 Hz, the lowest bin searched). An
+    attack rises far more than 12 dB in 5 ms; a decaying tail never does."""
     win = RATE // 500
     env = np.sqrt(np.convolve(mono**2, np.ones(win) / win, mode="same"))
-    above = env > threshold
-    rising = np.flatnonzero(above[1:] & ~above[:-1]) + 1
+    lag = RATE // 200
+    before = np.concatenate([np.zeros(lag), env[:-lag]])
+    attack = (env > threshold) & (env > 4 * (before + threshold / 4))
+    rising = np.flatnonzero(attack[1:] & ~attack[:-1]) + 1
     keep = []
     for r in rising:
         if not keep or r - keep[-1] > RATE // 20:
