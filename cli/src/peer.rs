@@ -16,10 +16,20 @@
 //! engine's output events (live mode): what the network delivered, with its
 //! recovered flag and local receive time, when the engine places it.
 //!
+//! The session document (`jam-session-crdt`) travels with the session: the
+//! engine founds it when another participant invites this one, or receives
+//! it from the participant this one invites, and keeps it in sync over the
+//! reliable side channel on the AppleMIDI control port. `--tempo BPM`
+//! proposes a tempo change at the next bar once a session is up; with
+//! `--print`, every tempo change the document holds is printed once as
+//! `{"session": {"tempo", "at_beat", "by"}}`, and every later tempo the
+//! engine's timeline takes on (when the change's beat is reached) as
+//! `{"session": {"timeline_tempo"}}`.
+//!
 //! `--capture FILE.scp` hands the engine worker a [`Recording`]: every
 //! event sent and received goes into a sealed capture for the `--to`
 //! recipients (default: the public key of `--key`), finished when the
-//! session ends.
+//! session ends; the session document's changes go into it too.
 //!
 //! Through the engine, two things differ from a bare transport participant,
 //! and the printed fields keep their meaning as follows:
@@ -44,6 +54,7 @@ use jam_capture::Recipient;
 use jam_core::{Clock, Micros, MonotonicClock, PeerId};
 use jam_engine::EngineRt;
 use jam_engine::net::{NetEvent, NetLink, NetPort, SessionAddress, net_link};
+use jam_engine::session_sync::SessionSetup;
 use jam_engine::{
     Block, Engine, EngineConfig, EngineControl, EventBuffer, HostEvent, MAX_EVENTS_PER_BLOCK,
     NetworkConfig, OutEvent, Received, Recording, RecordingStart, Settings, network,
@@ -102,6 +113,10 @@ pub(crate) struct Args {
     to: Vec<String>,
     #[arg(long, help = crate::util::KEY_HELP)]
     key: Option<PathBuf>,
+    /// Propose this tempo (BPM) to the session, from the next bar on, once
+    /// a session is up (direct sessions only).
+    #[arg(long, value_name = "BPM")]
+    tempo: Option<f64>,
     #[command(flatten)]
     server: crate::peer_server::ServerArgs,
 }
@@ -158,7 +173,15 @@ pub(crate) fn run(args: Args) -> Result<()> {
         Some(path) => Some(midifile::load(path)?),
         None => None,
     };
+    if let Some(t) = args.tempo
+        && !(10.0..=999.0).contains(&t)
+    {
+        bail!("--tempo must be from 10 to 999 BPM, got {t}");
+    }
     if args.server.server().is_some() {
+        if args.tempo.is_some() {
+            bail!("--tempo works in direct sessions only (not with --server yet)");
+        }
         let common = crate::peer_server::Common {
             name: args.name.clone(),
             bind: args.listen.ip(),
@@ -218,6 +241,17 @@ pub(crate) fn run(args: Args) -> Result<()> {
         .spawn_on_then(runtime, worker_link, Some(network_task))
         .context("starting the engine worker")?;
     let control = handle.control();
+    let created_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let setup = SessionSetup::new(
+        &args.name,
+        jam_engine::Timeline::default().bpm(),
+        created_unix_ms,
+        &mut crate::util::os_rng(),
+    );
+    control.enable_session(setup, local, clock);
     if let Some(path) = &args.capture {
         let start = RecordingStart {
             recorder: local,
@@ -247,9 +281,26 @@ pub(crate) fn run(args: Args) -> Result<()> {
         .name("jam-peer-audio".into())
         .spawn(move || host.run())
         .context("starting the engine thread")?;
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = SessionWatcher {
+        name: args.name.clone(),
+        control: control.clone(),
+        print: args.print,
+        tempo: args.tempo,
+        done: done.clone(),
+    };
+    let watcher = std::thread::Builder::new()
+        .name("jam-peer-session".into())
+        .spawn(move || watcher.run())
+        .context("starting the session thread")?;
     let result = audio
         .join()
-        .map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
+        .map_err(|_| anyhow::anyhow!("the engine thread panicked"));
+    done.store(true, Ordering::Relaxed);
+    let watched = watcher
+        .join()
+        .map_err(|_| anyhow::anyhow!("the session thread panicked"))?;
+    let result = result?.and(watched);
     let captured = args
         .capture
         .is_some()
@@ -463,6 +514,82 @@ impl Host {
         }
         // Flush per block, so a reader on a pipe sees each line at once.
         out.flush().context("writing to stdout")
+    }
+}
+
+/// Proposes `--tempo` once a session is up, and reports the session
+/// document's tempo changes and the engine's timeline as they change.
+struct SessionWatcher {
+    name: String,
+    control: EngineControl,
+    print: bool,
+    tempo: Option<f64>,
+    done: Arc<AtomicBool>,
+}
+
+/// How often the session watcher looks at the session document.
+const SESSION_POLL: Duration = Duration::from_millis(20);
+
+impl SessionWatcher {
+    fn run(mut self) -> Result<()> {
+        let mut printed = std::collections::BTreeSet::new();
+        let mut engine_bpm = None;
+        while !self.done.load(Ordering::Relaxed) {
+            std::thread::sleep(SESSION_POLL);
+            let view = self.control.session();
+            if let Some(bpm) = self.tempo
+                && view.present
+                && !self.control.peers().is_empty()
+            {
+                // A replica proposes once its session clock is aligned;
+                // until then the engine says why not, and we try again.
+                match self.control.change_tempo(bpm, None).blocking_recv() {
+                    Ok(Ok(at)) => {
+                        eprintln!(
+                            "jam peer {}: proposed {bpm} BPM from beat {}",
+                            self.name,
+                            at.as_f64()
+                        );
+                        self.tempo = None;
+                    }
+                    // Not aligned or not arrived yet: try again next round.
+                    Ok(Err(_)) => {}
+                    Err(_) => return Ok(()),
+                }
+            }
+            let mut out = std::io::stdout().lock();
+            for c in &view.tempo_changes {
+                if !printed.insert(c.id.clone()) {
+                    continue;
+                }
+                eprintln!(
+                    "jam peer {}: session tempo {} BPM from beat {}",
+                    self.name,
+                    c.bpm,
+                    c.at_beat.as_f64()
+                );
+                if self.print {
+                    let line = json!({"session": {
+                        "tempo": c.bpm,
+                        "at_beat": c.at_beat.as_f64(),
+                        "by": c.by.to_string(),
+                    }});
+                    writeln!(out, "{line}").context("writing to stdout")?;
+                }
+            }
+            if view.engine_bpm.is_some() && view.engine_bpm != engine_bpm {
+                // The first timeline is the session's starting tempo, not
+                // a change.
+                let first = engine_bpm.is_none();
+                engine_bpm = view.engine_bpm;
+                if self.print && !first {
+                    let line = json!({"session": {"timeline_tempo": engine_bpm}});
+                    writeln!(out, "{line}").context("writing to stdout")?;
+                }
+            }
+            out.flush().context("writing to stdout")?;
+        }
+        Ok(())
     }
 }
 

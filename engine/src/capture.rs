@@ -233,6 +233,14 @@ impl Recording {
         self.with_writer(|w| w.append_midi(ev));
     }
 
+    /// Records one change of the session document (from
+    /// `SessionDoc::take_new_changes`), so the capture holds the session
+    /// state too.
+    pub(crate) fn session_change(&mut self, change: &[u8]) {
+        let at = self.clock.now();
+        self.with_writer(|w| w.append_change(at, change));
+    }
+
     /// Records a participant's display name (`name:<peer id>`), as replay
     /// and MIDI export read it.
     pub(crate) fn peer_name(&mut self, peer: PeerId, name: &str, beat: Beats) {

@@ -48,10 +48,15 @@
 //! handle.stop();
 //! ```
 //!
+//! The session document (`jam-session-crdt`) is synced by the worker over
+//! the transport's reliable side channel ([`session_sync`], turned on with
+//! [`EngineControl::enable_session`]); the segment of its tempo map in force
+//! reaches the audio thread as a [`Timeline`], like
+//! [`EngineControl::set_timeline`].
+//!
 //! Not here: the transport itself (RTP-MIDI, AppleMIDI sessions, sockets:
-//! `jam-transport`, connected through [`net`]), the session document
-//! (`jam-session-crdt`; its tempo timeline arrives through
-//! [`EngineControl::set_timeline`]), prediction and the coherent and
+//! `jam-transport`, connected through [`net`]), the document's schema and
+//! sync protocol (`jam-session-crdt`), prediction and the coherent and
 //! predictive latency modes (`jam-predict`), the host API (`jam-plugin`).
 
 pub mod capture;
@@ -61,6 +66,7 @@ pub mod net;
 pub mod network;
 pub mod output;
 pub mod rt;
+pub mod session_sync;
 pub mod stats;
 pub mod synth;
 pub mod timeline;
@@ -122,6 +128,9 @@ pub(crate) struct Shared {
     /// Writer: audio thread; reader: worker (announces changes). Relaxed:
     /// a lone value, no other data depends on it.
     pub(crate) local_role: AtomicU8,
+    /// The session document as the worker last saw it. Writer: worker;
+    /// readers: user interface, CLI. Never touched by the audio thread.
+    pub(crate) session: std::sync::Mutex<session_sync::SessionView>,
 }
 
 /// Builds the engine's two halves.

@@ -5,7 +5,10 @@
 //! stamped events, set the local role, browse the LAN) and receives
 //! [`NetEvent`]s (connection state, peers joining and leaving, remote MIDI with
 //! its local arrival time, mapped sender time and recovered flag, per-peer
-//! statistics, LAN peers found by mDNS). [`net_link`] makes both ends:
+//! statistics, LAN peers found by mDNS), plus the frames of the session
+//! document's reliable channel and clock-sync measurements both ways
+//! ([`NetCommand::SendReliable`], [`NetEvent::Reliable`],
+//! [`NetEvent::PeerClock`]). [`net_link`] makes both ends:
 //!
 //! - [`NetLink`] goes to the engine worker ([`crate::EngineWorker::spawn`]);
 //! - [`NetPort`] goes to the network side: the transport participant's
@@ -184,6 +187,14 @@ pub enum NetCommand {
     SetRole(Role),
     /// Start (`true`) or stop browsing the LAN for peers by mDNS.
     BrowseLan(bool),
+    /// Send one frame of the session document's reliable channel
+    /// (`jam_transport::reliable`, first byte `0x4A`) to one peer.
+    SendReliable {
+        /// To whom.
+        peer: PeerId,
+        /// The frame.
+        frame: Vec<u8>,
+    },
 }
 
 /// The state of the connection to the session, for the editor and the CLI.
@@ -227,6 +238,22 @@ pub struct LanPeer {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum NetEvent {
+    /// A frame of the session document's reliable channel from a peer.
+    Reliable {
+        /// Who sent it.
+        peer: PeerId,
+        /// The frame (first byte `0x4A`).
+        bytes: Vec<u8>,
+    },
+    /// A new clock-sync estimate against a peer (for the session clock).
+    PeerClock {
+        /// Who.
+        peer: PeerId,
+        /// Our local clock minus theirs, µs.
+        local_minus_remote_us: i64,
+        /// Round trip of the measurement, µs.
+        rtt_us: u64,
+    },
     /// The connection state changed.
     Connection(ConnectionState),
     /// A participant joined (or was already there when we joined).

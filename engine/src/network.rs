@@ -17,6 +17,9 @@
 //!   not the worker's polling;
 //! - `BrowseLan(true)` → advertises this participant and browses by mDNS
 //!   ([`jam_transport::discovery`]); `BrowseLan(false)` stops both;
+//! - `SendReliable` → [`Participant::send_reliable`] to that peer (frames of
+//!   the session document's channel; [`ParticipantEvent::Reliable`] comes
+//!   back as [`NetEvent::Reliable`], and clock sync as [`NetEvent::PeerClock`]);
 //! - `SetRole` → kept locally: AppleMIDI has no field for it, so roles stay
 //!   local until the session document carries them.
 //!
@@ -305,6 +308,15 @@ impl Adapter {
                 tracing::debug!(role = role.name(), "role kept locally (no AppleMIDI field)");
             }
             NetCommand::BrowseLan(on) => self.browse(on, out).await,
+            NetCommand::SendReliable { peer, frame } => {
+                let Some(h) = self.handle_of(peer) else {
+                    return;
+                };
+                let _ = self
+                    .handle
+                    .call(move |p, _| p.send_reliable(h, frame))
+                    .await;
+            }
         }
     }
 
@@ -450,8 +462,28 @@ impl Adapter {
                 )
                 .await;
             }
+            ParticipantEvent::Reliable { peer, bytes } => {
+                if let Some(r) = self.peers.get(&peer) {
+                    send(out, NetEvent::Reliable { peer: r.id, bytes }).await;
+                }
+            }
+            ParticipantEvent::ClockUpdated { peer, clock, rtt } => {
+                if let Some(r) = self.peers.get(&peer) {
+                    let ev = NetEvent::PeerClock {
+                        peer: r.id,
+                        local_minus_remote_us: clock.offset_ticks.saturating_mul(100),
+                        rtt_us: rtt.min.as_micros() as u64,
+                    };
+                    send(out, ev).await;
+                }
+            }
             _ => {}
         }
+    }
+
+    /// The session handle of the peer the engine calls `id`.
+    fn handle_of(&self, id: PeerId) -> Option<PeerHandle> {
+        self.peers.iter().find(|(_, r)| r.id == id).map(|(h, _)| *h)
     }
 
     async fn stats(&mut self, out: &mpsc::Sender<NetEvent>) {

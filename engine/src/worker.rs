@@ -20,10 +20,12 @@
 use crate::capture::{self, Recording, RecordingError, RecordingSummary};
 use crate::net::{ConnectionState, NetCommand, NetEvent, NetLink, Role, SessionAddress};
 use crate::rt::Inbound;
+use crate::session_sync::{SessionRuntime, SessionSetup, SessionView};
 use crate::stats::{CounterView, PeerTable, PeerView};
 use crate::timeline::Timeline;
 use crate::{MAX_PEERS, RemoteEvent, Shared, StampedEvent};
-use jam_core::PeerId;
+use jam_core::{Beats, MonotonicClock, PeerId};
+use jam_session_crdt::{Role as SessionRole, RoleAssignment};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,8 +56,21 @@ enum Control {
     BrowseLan(bool),
     Timeline(Timeline),
     StartCapture(Box<Recording>),
+    Session(SessionControl),
     FinishCapture(oneshot::Sender<Option<Result<RecordingSummary, RecordingError>>>),
     Shutdown,
+}
+
+/// Commands for the session document (see [`crate::session_sync`]).
+#[derive(Debug)]
+enum SessionControl {
+    Enable(Box<SessionRuntime>),
+    ChangeTempo {
+        bpm: f64,
+        at: Option<Beats>,
+        reply: oneshot::Sender<Result<Beats, String>>,
+    },
+    SetRole(SessionRole, Option<RoleAssignment>),
 }
 
 /// What [`EngineControl::finish_capture`] answers: `None` when no capture
@@ -130,6 +145,50 @@ impl EngineControl {
         rx
     }
 
+    /// Turns the session document on: the worker founds it when a first
+    /// participant joins without this engine having joined or invited
+    /// anyone, and otherwise starts as a replica that receives it; it syncs
+    /// it with every participant over the reliable side channel and hands
+    /// its tempo timeline to the audio thread. `clock` must be the clock
+    /// the engine's blocks read; `me` is this participant's identity.
+    pub fn enable_session(&self, setup: SessionSetup, me: PeerId, clock: MonotonicClock) {
+        let rt = SessionRuntime::new(setup, me, clock);
+        self.send(Control::Session(SessionControl::Enable(Box::new(rt))));
+    }
+
+    /// Proposes a tempo change in the session document, at beat `at` or
+    /// (`None`) at the next bar boundary far enough ahead for every peer
+    /// to hear of it first. The answer (the beat, or why not) comes on the
+    /// returned channel.
+    pub fn change_tempo(
+        &self,
+        bpm: f64,
+        at: Option<Beats>,
+    ) -> oneshot::Receiver<Result<Beats, String>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Control::Session(SessionControl::ChangeTempo {
+            bpm,
+            at,
+            reply,
+        }));
+        rx
+    }
+
+    /// Sets (`Some`) or removes one of this participant's roles in the
+    /// session document.
+    pub fn set_session_role(&self, role: SessionRole, assignment: Option<RoleAssignment>) {
+        self.send(Control::Session(SessionControl::SetRole(role, assignment)));
+    }
+
+    /// The session document as the worker last saw it.
+    pub fn session(&self) -> SessionView {
+        self.shared
+            .session
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+
     /// The participants with their figures.
     pub fn peers(&self) -> Vec<PeerView> {
         self.shared.peers.snapshot()
@@ -173,6 +232,8 @@ pub struct EngineWorker {
     timeline: Timeline,
     /// The capture being written, if any.
     recording: Option<Recording>,
+    /// The session document, once enabled.
+    session: Option<Box<SessionRuntime>>,
 }
 
 /// A running worker thread. Dropping it stops and joins the thread.
@@ -226,6 +287,7 @@ impl EngineWorker {
             role: Role::Auto,
             timeline: Timeline::default(),
             recording: None,
+            session: None,
         }
     }
 
@@ -304,6 +366,7 @@ impl EngineWorker {
                 },
                 _ = tick.tick() => {
                     self.flush(&net);
+                    self.session_tick(&net);
                     if let Some(r) = &mut self.recording {
                         r.tick();
                     }
@@ -360,8 +423,45 @@ impl EngineWorker {
         }
     }
 
+    /// Session timers and frames; a new timeline goes to the audio thread.
+    fn session_tick(&mut self, net: &NetLink) {
+        let Some(s) = &mut self.session else { return };
+        let (frames, timeline) = s.tick(self.recording.as_mut(), &self.shared.session);
+        for cmd in frames {
+            self.command(net, cmd);
+        }
+        if let Some(t) = timeline {
+            self.timeline = t;
+            self.push_to_rt(Inbound::Timeline(t));
+        }
+    }
+
+    fn session_control(&mut self, c: SessionControl) {
+        let now = self.session.as_ref().map(|s| s.now());
+        match (c, &mut self.session, now) {
+            (SessionControl::Enable(rt), _, _) => self.session = Some(rt),
+            (SessionControl::ChangeTempo { bpm, at, reply }, Some(s), Some(now)) => {
+                let _ = reply.send(s.session.change_tempo(now, bpm, at));
+            }
+            (SessionControl::ChangeTempo { reply, .. }, _, _) => {
+                let _ = reply.send(Err("the session document is not enabled".into()));
+            }
+            (SessionControl::SetRole(role, a), Some(s), _) => {
+                if let Err(e) = s.session.set_role(role, a) {
+                    tracing::warn!("cannot set the role: {e}");
+                }
+            }
+            (SessionControl::SetRole(..), None, _) => {}
+        }
+    }
+
     fn handle_control(&mut self, c: Control, net: &NetLink) {
+        if let (Control::Join { .. } | Control::Invite(_), Some(s)) = (&c, &mut self.session) {
+            // Joining someone: their document is the session.
+            s.session.start_replica();
+        }
         match c {
+            Control::Session(c) => self.session_control(c),
             Control::Join {
                 address,
                 display_name,
@@ -438,6 +538,9 @@ impl EngineWorker {
     }
 
     fn handle_net(&mut self, ev: NetEvent) {
+        if let Some(s) = &mut self.session {
+            s.net_event(&ev);
+        }
         match ev {
             NetEvent::Connection(state) => {
                 if matches!(state, ConnectionState::Idle | ConnectionState::Failed(_)) {
@@ -512,6 +615,8 @@ impl EngineWorker {
                 }
             }
             NetEvent::LanPeers(list) => self.shared.peers.set_lan_peers(list),
+            // The session document's (handled above).
+            NetEvent::Reliable { .. } | NetEvent::PeerClock { .. } => {}
         }
     }
 }

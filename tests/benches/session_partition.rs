@@ -42,9 +42,9 @@ struct Totals {
 fn totals(sim: &Sim<u8, MeshNode>) -> Totals {
     let mut t = Totals::default();
     for n in sim.nodes.values() {
-        t.sync_messages += n.sync_messages;
-        t.sync_bytes += n.sync_bytes;
-        for e in n.ends.values() {
+        t.sync_messages += n.sync.stats().sync_messages;
+        t.sync_bytes += n.sync.stats().sync_bytes;
+        for (_, e) in n.sync.ends() {
             t.wire_bytes += e.stats().bytes_sent;
             t.retransmits += e.stats().retransmits;
         }
@@ -55,7 +55,7 @@ fn totals(sim: &Sim<u8, MeshNode>) -> Totals {
 fn converged(sim: &Sim<u8, MeshNode>) -> bool {
     let mut heads = None;
     sim.nodes.values().all(|n| {
-        let h = n.doc.heads();
+        let h = n.doc().heads();
         match &heads {
             None => {
                 heads = Some(h);
@@ -102,7 +102,7 @@ fn main() {
     }
     // Everyone gets the session and joins.
     let mut waited = 0;
-    while sim.nodes.values().any(|n| n.doc.state().is_none()) {
+    while sim.nodes.values().any(|n| n.doc().state().is_none()) {
         sim.run_for(Duration::from_millis(100));
         waited += 1;
         assert!(waited < 6_000, "every replica receives the session");
@@ -114,7 +114,9 @@ fn main() {
     for &a in &addrs[1..] {
         let now = sim.now();
         let n = sim.nodes.get_mut(&a).unwrap();
-        n.doc.join(&profile(a), SessionTime(now.0 as i64)).unwrap();
+        n.doc_mut()
+            .join(&profile(a), SessionTime(now.0 as i64))
+            .unwrap();
         n.pump(now);
     }
     sim.run_until_idle(50_000_000).expect("setup goes idle");
@@ -132,7 +134,7 @@ fn main() {
             let n = sim.nodes.get_mut(&a).unwrap();
             let target = peer_of(half[(s as usize * 5 + 1) % half.len()]);
             let _ = match s % 3 {
-                0 => n.doc.set_role(
+                0 => n.doc_mut().set_role(
                     target,
                     Role::ALL[(s % 3) as usize],
                     Some(RoleAssignment {
@@ -140,11 +142,11 @@ fn main() {
                         source: RoleSource::Auto,
                     }),
                 ),
-                1 => n.doc.post_chat(at, "partitioned"),
+                1 => n.doc_mut().post_chat(at, "partitioned"),
                 _ => {
-                    let tl = n.doc.timeline().unwrap().clone();
+                    let tl = n.doc().timeline().unwrap().clone();
                     let bar = tl.next_bar(tl.beat_at(at));
-                    n.doc
+                    n.doc_mut()
                         .change_tempo(
                             bar,
                             Tempo::from_bpm(100.0 + s as f64).unwrap(),

@@ -46,7 +46,7 @@ fn random_edit(rng: &mut StdRng, sim: &mut Sim<u8, MeshNode>, addr: u8) {
     let at = now_session(sim);
     let now = sim.now();
     let node = sim.nodes.get_mut(&addr).expect("node exists");
-    let doc = &mut node.doc;
+    let doc = node.doc_mut();
     let Some(state) = doc.state() else { return };
     let me = doc.me();
     let present = state.participants.get(&me).is_some_and(|p| p.is_present());
@@ -149,8 +149,8 @@ fn run_mesh(seed: u64, n: u8, steps: u32, restarts: bool) -> Outcome {
         let at = now_session(&sim);
         let now = sim.now();
         let node = sim.nodes.get_mut(&a).unwrap();
-        if node.doc.state().is_some() {
-            let _ = node.doc.join(&profile(a), at);
+        if node.doc().state().is_some() {
+            let _ = node.doc_mut().join(&profile(a), at);
         }
         node.pump(now);
     }
@@ -158,9 +158,13 @@ fn run_mesh(seed: u64, n: u8, steps: u32, restarts: bool) -> Outcome {
         .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
 
     let first = &sim.nodes[&0];
-    let heads = first.doc.heads();
-    let state = first.doc.state().expect("founder has the session").clone();
-    let snapshot = first.doc.snapshot().unwrap();
+    let heads = first.doc().heads();
+    let state = first
+        .doc()
+        .state()
+        .expect("founder has the session")
+        .clone();
+    let snapshot = first.doc().snapshot().unwrap();
     let mut outcome = Outcome {
         sync_messages: 0,
         sync_bytes: 0,
@@ -168,40 +172,40 @@ fn run_mesh(seed: u64, n: u8, steps: u32, restarts: bool) -> Outcome {
     for node in sim.nodes.values() {
         let a = node.addr;
         assert!(
-            node.sync_errors.is_empty(),
+            node.sync.stats().sync_errors == 0,
             "seed {seed}: node {a}: {:?}",
-            node.sync_errors
+            node.sync.last_error()
         );
         assert_eq!(
-            node.doc.heads(),
+            node.doc().heads(),
             heads,
             "seed {seed}: node {a} heads differ"
         );
         assert_eq!(
-            node.doc.state(),
+            node.doc().state(),
             Some(&state),
             "seed {seed}: node {a} state differs"
         );
         assert_eq!(
-            node.doc.snapshot().as_ref(),
+            node.doc().snapshot().as_ref(),
             Some(&snapshot),
             "seed {seed}: node {a} snapshot"
         );
         // The incrementally maintained view equals a full re-read.
         assert_eq!(
-            schema::read_state(node.doc.automerge()).as_ref(),
+            schema::read_state(node.doc().automerge()).as_ref(),
             Ok(&state),
             "seed {seed}: node {a} incremental view drifted"
         );
-        let tl = node.doc.timeline().unwrap();
+        let tl = node.doc().timeline().unwrap();
         for k in 0..50i64 {
             let t = SessionTime(k * 7_919_000);
             assert_eq!(tl.beat_at(t), state.timeline.beat_at(t), "seed {seed}");
             let b = Beats(k * 3_333_333);
             assert_eq!(tl.time_at(b), state.timeline.time_at(b), "seed {seed}");
         }
-        outcome.sync_messages += node.sync_messages;
-        outcome.sync_bytes += node.sync_bytes;
+        outcome.sync_messages += node.sync.stats().sync_messages;
+        outcome.sync_bytes += node.sync.stats().sync_bytes;
     }
     assert_eq!(
         state.present().count(),

@@ -33,9 +33,17 @@
 //!   peer left sounding is released (reported as recovered events) before
 //!   [`ParticipantEvent::Left`].
 //!
+//! - **A side channel** for the session document: frames of
+//!   [`crate::reliable`] (first byte `0x4A`, never `FF` of an AppleMIDI
+//!   command nor `0x80` of RTP) travel on the control port to and from
+//!   joined peers only ([`Participant::send_reliable`],
+//!   [`ParticipantEvent::Reliable`]). Frames from any other address, or not
+//!   even a frame header, are dropped and counted
+//!   ([`Participant::side_channel_stats`]).
+//!
 //! Method groups, in quinn's vocabulary: input `handle_datagram` /
 //! `handle_timeout`; commands `invite`, `end`, `close`, `send`,
-//! `send_sysex`; output `poll_transmit`, `poll_event`, `poll_timeout`
+//! `send_sysex`, `send_reliable`; output `poll_transmit`, `poll_event`, `poll_timeout`
 //! (through [`Protocol`], drained in that order); getters `peers`,
 //! `peer_stats`, `endpoint`.
 
@@ -130,6 +138,14 @@ pub enum ParticipantEvent {
         local_time: Micros,
         /// When the packet carrying it arrived (local clock).
         arrived: Micros,
+    },
+    /// A frame of the reliable side channel ([`crate::reliable`]) from a
+    /// joined peer, for that peer's [`crate::reliable::Reliable`] end.
+    Reliable {
+        /// Who sent it.
+        peer: PeerHandle,
+        /// The whole frame (it starts with `0x4A`).
+        bytes: Vec<u8>,
     },
     /// The clock-sync estimate for a peer changed. Event times follow it
     /// gradually (see the module docs), not at once.
@@ -251,6 +267,8 @@ pub struct Participant {
     /// own, and packets are stamped and guard timers armed with this.
     now: Micros,
     buf: Vec<u8>,
+    /// The reliable side channel's queued frames and counters.
+    side: SideChannel,
 }
 
 impl Participant {
@@ -269,6 +287,7 @@ impl Participant {
             events: VecDeque::new(),
             now,
             buf: Vec::with_capacity(SendConfig::DEFAULT_MTU),
+            side: SideChannel::default(),
         }
     }
 
@@ -500,11 +519,132 @@ impl Participant {
     }
 }
 
+// ----- reliable side channel -----
+
+/// First byte of every [`crate::reliable`] frame: what tells a side-channel
+/// frame from an AppleMIDI command (`FF FF`) and RTP (`0x80`..).
+pub const SIDE_CHANNEL_MAGIC: u8 = 0x4A;
+
+/// Counters of the reliable side channel, from
+/// [`Participant::side_channel_stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SideChannelStats {
+    /// Frames queued to joined peers.
+    pub sent: u64,
+    /// Frames from joined peers handed to the application.
+    pub received: u64,
+    /// Frames dropped: from an address that is no joined peer's control port.
+    pub unknown_source: u64,
+    /// Datagrams with the magic byte that are not even a frame header.
+    pub malformed: u64,
+}
+
+/// Why [`Participant::send_reliable`] refused a frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SideChannelError {
+    /// No joined session with that handle.
+    #[error("no joined session {0}")]
+    NotJoined(PeerHandle),
+    /// The bytes do not start with the side channel's magic byte.
+    #[error("side-channel frame starts with {0:#04x}, not 0x4a")]
+    BadMagic(u8),
+    /// Longer than one datagram may be.
+    #[error("side-channel frame of {len} bytes exceeds {max}")]
+    TooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Largest side-channel frame sent (a UDP payload over IPv4).
+pub const MAX_SIDE_FRAME_LEN: usize = 65_507;
+
+#[derive(Debug, Default)]
+struct SideChannel {
+    out: VecDeque<Transmit>,
+    stats: SideChannelStats,
+}
+
+impl Participant {
+    /// Queues one frame of the reliable side channel (a
+    /// [`crate::reliable::Reliable`] datagram, magic `0x4A`) to a joined
+    /// peer's control port.
+    pub fn send_reliable(
+        &mut self,
+        peer: PeerHandle,
+        frame: impl Into<Vec<u8>>,
+    ) -> Result<(), SideChannelError> {
+        let frame = frame.into();
+        match frame.first() {
+            Some(&SIDE_CHANNEL_MAGIC) => {}
+            other => return Err(SideChannelError::BadMagic(other.copied().unwrap_or(0))),
+        }
+        if frame.len() > MAX_SIDE_FRAME_LEN {
+            return Err(SideChannelError::TooLong {
+                len: frame.len(),
+                max: MAX_SIDE_FRAME_LEN,
+            });
+        }
+        if !self.peers.contains_key(&peer) {
+            return Err(SideChannelError::NotJoined(peer));
+        }
+        let to = self
+            .endpoint
+            .peer(peer)
+            .ok_or(SideChannelError::NotJoined(peer))?
+            .control;
+        self.side.stats.sent += 1;
+        self.side.out.push_back(Transmit {
+            from: Port::Control,
+            to,
+            payload: frame,
+        });
+        Ok(())
+    }
+
+    /// Counters of the reliable side channel.
+    pub fn side_channel_stats(&self) -> SideChannelStats {
+        self.side.stats
+    }
+
+    /// A datagram with the magic byte arrived on the control port.
+    fn on_side_frame(&mut self, from: SocketAddr, bytes: &[u8]) {
+        // Only the frame header is checked here; the receiving
+        // `Reliable` end validates the rest and never panics either.
+        if bytes.len() < 2 {
+            self.side.stats.malformed += 1;
+            return;
+        }
+        let peer = self.peers.keys().copied().find(|&h| {
+            self.endpoint.peer(h).is_some_and(|i| {
+                i.state == crate::applemidi::PeerState::Joined && i.control == from
+            })
+        });
+        match peer {
+            Some(peer) => {
+                self.side.stats.received += 1;
+                self.events.push_back(ParticipantEvent::Reliable {
+                    peer,
+                    bytes: bytes.to_vec(),
+                });
+            }
+            None => self.side.stats.unknown_source += 1,
+        }
+    }
+}
+
 impl Protocol for Participant {
     type Event = ParticipantEvent;
 
     fn handle_datagram(&mut self, now: Micros, local: Port, from: SocketAddr, bytes: &[u8]) {
         self.advance(now);
+        if local == Port::Control && bytes.first() == Some(&SIDE_CHANNEL_MAGIC) {
+            self.on_side_frame(from, bytes);
+            return;
+        }
         self.endpoint.handle_datagram(now, local, from, bytes);
         self.pump();
     }
@@ -520,7 +660,9 @@ impl Protocol for Participant {
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
         self.flush_streams();
-        self.endpoint.poll_transmit()
+        self.endpoint
+            .poll_transmit()
+            .or_else(|| self.side.out.pop_front())
     }
 
     fn poll_timeout(&self) -> Option<Micros> {
