@@ -210,12 +210,13 @@ async fn split_events(
     to_adapter: mpsc::UnboundedSender<ParticipantEvent>,
 ) {
     while let Some(event) = events.recv().await {
-        match event {
-            RelayPeerEvent::Participant(e) => {
-                if to_adapter.send(e).is_err() {
-                    return;
-                }
+        if let RelayPeerEvent::Participant(e) = event {
+            if to_adapter.send(e).is_err() {
+                return;
             }
+            continue;
+        }
+        match event {
             RelayPeerEvent::Relay(RelayClientEvent::Connected { observed, count }) => {
                 let again = if count > 1 { " again" } else { "" };
                 eprintln!("jam peer {name}: relay accepted us{again} (seen as {observed})");

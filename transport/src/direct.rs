@@ -504,7 +504,7 @@ mod tests {
                     self.sent.push((2, at, p.kind));
                     flights.push((2u32, at, p));
                 }
-                self.now = self.now + step;
+                self.now += step;
                 for (from, at, p) in flights {
                     if !reach(from, at) {
                         continue;
@@ -597,7 +597,7 @@ mod tests {
         // b's acks stop arriving, but b's data keeps coming from b_addr.
         let mut t = n.now;
         while t < Micros(3_000_000) {
-            t = t + Duration::from_millis(100);
+            t += Duration::from_millis(100);
             n.a.heard(t, 2, b_addr);
             n.a.handle_timeout(t);
             while n.a.poll_probe().is_some() {}
@@ -606,7 +606,7 @@ mod tests {
         // Data from another address does not count.
         let mut t2 = t;
         while t2 < t + Duration::from_millis(1_500) {
-            t2 = t2 + Duration::from_millis(100);
+            t2 += Duration::from_millis(100);
             n.a.heard(t2, 2, addr("10.9.9.9:1"));
             n.a.handle_timeout(t2);
         }

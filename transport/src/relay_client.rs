@@ -539,12 +539,16 @@ pub struct RelayPeer {
     stats: RelayPeerStats,
     /// Frames that could not be opened yet, per sender, with the address
     /// they came from if not through the relay.
-    held: BTreeMap<u32, VecDeque<(Option<SocketAddr>, Vec<u8>)>>,
+    held: BTreeMap<u32, VecDeque<HeldFrame>>,
     direct: Option<DirectPaths>,
     /// Datagrams to send straight to a member.
     direct_out: VecDeque<Transmit>,
     now: Micros,
 }
+
+/// A frame waiting to be opened: where it came from if not through the
+/// relay, and its bytes.
+type HeldFrame = (Option<SocketAddr>, Vec<u8>);
 
 /// How many frames per sender wait for a key or a member-list entry.
 const HELD_PER_SENDER: usize = 32;
