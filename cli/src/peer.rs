@@ -26,6 +26,12 @@
 //! engine's timeline takes on (when the change's beat is reached) as
 //! `{"session": {"timeline_tempo"}}`.
 //!
+//! `--server URL --session NAME` joins a session through `jamd` instead
+//! (`crate::peer_server`): the same engine runs the relay peer, which
+//! reaches members directly where it can and through the relay otherwise,
+//! every packet end-to-end encrypted; the song then waits until a session
+//! with every member online at the join is up.
+//!
 //! `--capture FILE.scp` hands the engine worker a [`Recording`]: every
 //! event sent and received goes into a sealed capture for the `--to`
 //! recipients (default: the public key of `--key`), finished when the
@@ -178,20 +184,8 @@ pub(crate) fn run(args: Args) -> Result<()> {
     {
         bail!("--tempo must be from 10 to 999 BPM, got {t}");
     }
-    if args.server.server().is_some() {
-        if args.tempo.is_some() {
-            bail!("--tempo works in direct sessions only (not with --server yet)");
-        }
-        let common = crate::peer_server::Common {
-            name: args.name.clone(),
-            bind: args.listen.ip(),
-            print: args.print,
-            duration: args.duration,
-            seed: args.seed.unwrap_or_else(rand::random),
-            song,
-            key: args.key.clone(),
-        };
-        return crate::peer_server::run(args.server, common);
+    if args.server.server().is_some() && args.tempo.is_some() {
+        bail!("--tempo works in direct sessions only (not with --server yet)");
     }
     let recipients = match &args.capture {
         Some(_) if args.to.is_empty() => {
@@ -222,13 +216,38 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let mut config = NetworkConfig::new(clock, args.name.clone(), seed);
     config.listen = args.listen;
     let (to_adapter, adapter_port) = net_link();
-    let (info, network_task) = runtime
-        .block_on(network::start_task(config, adapter_port))
-        .with_context(|| format!("listening on {}", args.listen))?;
-    eprintln!(
-        "jam peer {}: listening on control {} / data {}",
-        args.name, info.control, info.data
-    );
+    // Joined through jamd (`--server`), or listening for invitations.
+    let mut band = 1;
+    let mut leave = None;
+    let (_info, network_task) = if args.server.server().is_some() {
+        let common = crate::peer_server::Common {
+            name: args.name.clone(),
+            bind: args.listen.ip(),
+            seed,
+            key: args.key.clone(),
+            clock,
+        };
+        runtime.block_on(async {
+            let joined = crate::peer_server::join(&args.server, &common).await?;
+            band = joined.band;
+            leave = Some(joined.leave);
+            anyhow::Ok(network::start_carrier(
+                config,
+                joined.driver,
+                joined.events,
+                adapter_port,
+            ))
+        })?
+    } else {
+        let started = runtime
+            .block_on(network::start_task(config, adapter_port))
+            .with_context(|| format!("listening on {}", args.listen))?;
+        eprintln!(
+            "jam peer {}: listening on control {} / data {}",
+            args.name, started.0.control, started.0.data
+        );
+        started
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let (worker_link, worker_port) = net_link();
     runtime.spawn(relay(
@@ -274,6 +293,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         wall,
         print: args.print,
         song,
+        band,
         stop,
         duration: args.duration.map(Duration::from_secs_f64),
     };
@@ -306,6 +326,13 @@ pub(crate) fn run(args: Args) -> Result<()> {
         .is_some()
         .then(|| control.finish_capture().blocking_recv());
     handle.stop();
+    if let Some(leave) = leave {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting a runtime to leave the session")?
+            .block_on(leave.run());
+    }
     result?;
     match captured {
         Some(Ok(Some(Ok(s)))) => eprintln!(
@@ -384,6 +411,8 @@ struct Host {
     wall: WallClock,
     print: bool,
     song: Option<Vec<Timed>>,
+    /// How many sessions must be up before the song starts.
+    band: usize,
     stop: Arc<AtomicBool>,
     duration: Option<Duration>,
 }
@@ -443,11 +472,13 @@ impl Host {
             let now = t0.offset_by((n as f64 * period.as_secs_f64() * 1e6).round() as i64);
             let first_sample = n * BLOCK as u64;
 
-            // Start the song once a session is up (checked every 8 blocks).
+            // Start the song once the band is there (checked every 8
+            // blocks): one session, or through jamd, one with every member
+            // online when we joined, so that nobody misses its beginning.
             if song.is_none()
                 && pending.is_some()
                 && n.is_multiple_of(8)
-                && !self.control.peers().is_empty()
+                && self.control.peers().len() >= self.band
                 && let Some(events) = pending.take()
             {
                 let mut it = events.into_iter();

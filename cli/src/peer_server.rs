@@ -1,36 +1,29 @@
-//! `jam peer --server URL --session NAME`: the same headless participant,
-//! joined through `jamd` instead of by address: log in, register this
-//! device's public key, join the session by name, and play through the
-//! relay with every packet end-to-end encrypted (`jam_join`,
-//! `jam_transport::relay_client`). Output is the same as plain `jam peer`.
+//! `jam peer --server URL --session NAME`: the same headless participant
+//! on the same engine, joined through `jamd` instead of by address: log in,
+//! register this device's public key, join the session by name, and play
+//! with every packet end-to-end encrypted (`jam_join`,
+//! `jam_transport::relay_client`), directly to members the network lets us
+//! reach and through the relay to the others. Output, `--play`, `--print`
+//! and `--capture` are those of plain `jam peer`: the joined
+//! [`RelayPeer`](jam_transport::relay_client::RelayPeer) runs behind the
+//! engine's network adapter ([`jam_engine::network::start_carrier`]).
 //!
-//! Unlike plain `jam peer`, this mode does not run the engine yet: it
-//! drives a `RelayPeer` (a transport participant) directly, plays the MIDI
-//! file straight into it and prints what the transport delivers (so SysEx
-//! is played and printed, and `t_us` is the packet's arrival). Running it
-//! through the engine needs the engine's network adapter
-//! (`jam_engine::network`) to drive a `RelayPeer` instead of a
-//! `Participant`.
+//! This module makes the join and reports what only a relayed session has
+//! (relay connection, path changes, key rotations) on stderr; the rest is
+//! `crate::peer`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use jam_core::Clock;
 use jam_core::MonotonicClock;
 use jam_join::{Jamd, JoinError, PeerOptions, spawn_peer};
-use jam_transport::applemidi::PeerHandle;
-use jam_transport::driver::DriverHandle;
+use jam_transport::direct::PathEvent;
+use jam_transport::driver::Driver;
 use jam_transport::participant::ParticipantEvent;
 use jam_transport::relay_client::{RelayClientEvent, RelayPeer, RelayPeerEvent};
-use jam_transport::rtp::recv::RecvMessage;
 use reqwest::StatusCode;
-use serde_json::json;
-use std::io::Write;
+use tokio::sync::mpsc;
 
-use crate::midifile::Timed;
-use crate::peer::{WallClock, shutdown_signal};
 use crate::util;
 
 /// The options that make `jam peer` join through `jamd`.
@@ -62,6 +55,10 @@ pub(crate) struct ServerArgs {
     /// Create the session if it does not exist.
     #[arg(long, requires = "server")]
     create: bool,
+    /// Send everything through the relay: no direct path to other members,
+    /// and our own addresses are not reported to jamd.
+    #[arg(long, requires = "server")]
+    relay_only: bool,
 }
 
 impl ServerArgs {
@@ -75,12 +72,41 @@ impl ServerArgs {
 pub(crate) struct Common {
     pub(crate) name: String,
     pub(crate) bind: std::net::IpAddr,
-    pub(crate) print: bool,
-    pub(crate) duration: Option<f64>,
     pub(crate) seed: u64,
-    pub(crate) song: Option<Vec<Timed>>,
     /// The identity key file whose public key is registered as this device.
     pub(crate) key: Option<PathBuf>,
+    /// The clock the engine's blocks read.
+    pub(crate) clock: MonotonicClock,
+}
+
+/// A session joined through jamd, with its relay peer running.
+pub(crate) struct Joined {
+    /// The driver running the relay peer.
+    pub(crate) driver: Driver<RelayPeer>,
+    /// The participant's events (the relay peer's own are printed).
+    pub(crate) events: mpsc::UnboundedReceiver<ParticipantEvent>,
+    /// How many members were online when we joined: the song waits for a
+    /// session with each of them (or the first to arrive if none was).
+    pub(crate) band: usize,
+    /// Says goodbye to jamd once the session is over.
+    pub(crate) leave: Leave,
+}
+
+/// Leaving the session through the HTTP API.
+pub(crate) struct Leave {
+    jamd: Jamd,
+    session_id: String,
+    name: String,
+}
+
+impl Leave {
+    /// Leaving makes the others rotate their keys; a failure here (jamd
+    /// down) only means the membership stays until an owner removes it.
+    pub(crate) async fn run(self) {
+        if let Err(e) = self.jamd.leave(&self.session_id).await {
+            eprintln!("jam peer {}: could not leave the session: {e}", self.name);
+        }
+    }
 }
 
 fn password() -> Result<String> {
@@ -90,7 +116,9 @@ fn password() -> Result<String> {
     }
 }
 
-pub(crate) fn run(args: ServerArgs, common: Common) -> Result<()> {
+/// Logs in, registers the device, joins the session and starts its relay
+/// peer on the current runtime.
+pub(crate) async fn join(args: &ServerArgs, common: &Common) -> Result<Joined> {
     let url = args.server.clone().expect("checked by the caller");
     let session = args
         .session
@@ -107,185 +135,110 @@ pub(crate) fn run(args: ServerArgs, common: Common) -> Result<()> {
         None => password()?,
     };
     let identity = util::load_identity(common.key.as_deref())?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the network runtime")?;
-    runtime.block_on(async move {
-        let mut jamd = Jamd::new(&url);
-        if args.register {
-            match jamd.register(&user, &pass).await {
-                Ok(()) => eprintln!("jam peer {}: created account {user}", common.name),
-                Err(JoinError::Refused {
-                    status: StatusCode::CONFLICT,
-                    ..
-                }) => {}
-                Err(e) => return Err(e).context("creating the account"),
-            }
+    let mut jamd = Jamd::new(&url);
+    if args.register {
+        match jamd.register(&user, &pass).await {
+            Ok(()) => eprintln!("jam peer {}: created account {user}", common.name),
+            Err(JoinError::Refused {
+                status: StatusCode::CONFLICT,
+                ..
+            }) => {}
+            Err(e) => return Err(e).context("creating the account"),
         }
-        jamd.login(&user, &pass)
+    }
+    jamd.login(&user, &pass)
+        .await
+        .with_context(|| format!("logging in to {url} as {user}"))?;
+    let secret = identity.to_secret_bytes();
+    let public = identity.to_public().to_bytes();
+    let device = jamd
+        .ensure_device(&format!("jam peer {}", common.name), &public)
+        .await
+        .context("registering this device's key")?;
+    let id = match jamd.find_session(&session).await? {
+        Some(id) => id,
+        None if args.create => jamd
+            .create_session(&session)
             .await
-            .with_context(|| format!("logging in to {url} as {user}"))?;
-        let secret = identity.to_secret_bytes();
-        let public = identity.to_public().to_bytes();
-        let device = jamd
-            .ensure_device(&format!("jam peer {}", common.name), &public)
-            .await
-            .context("registering this device's key")?;
-        let id = match jamd.find_session(&session).await? {
-            Some(id) => id,
-            None if args.create => jamd
-                .create_session(&session)
-                .await
-                .with_context(|| format!("creating session {session:?}"))?,
-            None => bail!("no session called {session:?} on {url} (--create makes it)"),
-        };
-        let joined = jamd
-            .join(&id, Some(&device), None)
-            .await
-            .with_context(|| format!("joining session {session:?}"))?;
-        eprintln!(
-            "jam peer {}: joined {session:?} as member {} through relay {}",
-            common.name, joined.member_id, joined.relay
-        );
-        let clock = MonotonicClock::new();
-        let wall = WallClock::now();
-        let mut key_seed = [0u8; 32];
-        rand_core::Rng::fill_bytes(&mut util::os_rng(), &mut key_seed);
-        let mut opts = PeerOptions::new(common.name.clone(), *secret, common.seed, key_seed);
-        opts.bind = common.bind;
-        opts.clock = clock;
-        // The band: whoever is online now. The song starts once a session
-        // with each of them is up (or with the first to arrive if nobody
-        // is), so that nobody misses its beginning.
-        let band = joined
-            .members
-            .iter()
-            .filter(|m| m.online && m.id != joined.member_id)
-            .count()
-            .max(1);
-        let leave_api = jamd.clone();
-        let mut peer = spawn_peer(jamd, joined, opts).await?;
-        let result = session_loop(&mut peer, &common, clock, wall, band).await;
-        peer.close().await.context("stopping the network task")?;
-        // Leaving makes the others rotate their keys; a failure here (jamd
-        // down) only means the membership stays until an owner removes it.
-        if let Err(e) = leave_api.leave(&id).await {
-            eprintln!("jam peer {}: could not leave the session: {e}", common.name);
-        }
-        eprintln!("jam peer {}: session ended", common.name);
-        result
+            .with_context(|| format!("creating session {session:?}"))?,
+        None => bail!("no session called {session:?} on {url} (--create makes it)"),
+    };
+    let joined = jamd
+        .join(&id, Some(&device), None)
+        .await
+        .with_context(|| format!("joining session {session:?}"))?;
+    eprintln!(
+        "jam peer {}: joined {session:?} as member {} through relay {}",
+        common.name, joined.member_id, joined.relay
+    );
+    let mut key_seed = [0u8; 32];
+    rand_core::Rng::fill_bytes(&mut util::os_rng(), &mut key_seed);
+    let mut opts = PeerOptions::new(common.name.clone(), *secret, common.seed, key_seed);
+    opts.bind = common.bind;
+    opts.clock = common.clock;
+    if args.relay_only {
+        opts.direct = None;
+        opts.report_addrs = false;
+    }
+    let band = joined
+        .members
+        .iter()
+        .filter(|m| m.online && m.id != joined.member_id)
+        .count()
+        .max(1);
+    let leave = Leave {
+        jamd: jamd.clone(),
+        session_id: id,
+        name: common.name.clone(),
+    };
+    let (driver, events, _) = spawn_peer(jamd, joined, opts).await?.into_parts();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(split_events(common.name.clone(), events, tx));
+    Ok(Joined {
+        driver,
+        events: rx,
+        band,
+        leave,
     })
 }
 
-async fn session_loop(
-    peer: &mut jam_join::RunningPeer,
-    common: &Common,
-    clock: MonotonicClock,
-    wall: WallClock,
-    band: usize,
-) -> Result<()> {
-    let deadline = common
-        .duration
-        .map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
-    let mut names: BTreeMap<PeerHandle, String> = BTreeMap::new();
-    let mut song = common.song.clone();
-    let mut player: Option<tokio::task::JoinHandle<()>> = None;
-    let mut shutdown = std::pin::pin!(shutdown_signal());
-    let name = &common.name;
-    loop {
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
+/// Passes the participant's events on to the engine's adapter and reports
+/// the relay peer's own on stderr.
+async fn split_events(
+    name: String,
+    mut events: mpsc::UnboundedReceiver<RelayPeerEvent>,
+    to_adapter: mpsc::UnboundedSender<ParticipantEvent>,
+) {
+    while let Some(event) = events.recv().await {
+        if let RelayPeerEvent::Participant(e) = event {
+            if to_adapter.send(e).is_err() {
+                return;
             }
-        };
-        tokio::select! {
-            event = peer.events.recv() => {
-                let Some(event) = event else { bail!("the network task stopped unexpectedly") };
-                match event {
-                    RelayPeerEvent::Participant(ParticipantEvent::Joined { peer: h, name: n, ssrc, .. }) => {
-                        let label = n.unwrap_or_else(|| format!("{ssrc:08x}"));
-                        eprintln!("jam peer {name}: joined {label}");
-                        names.insert(h, label);
-                        if names.len() >= band && let Some(events) = song.take() {
-                            player = Some(tokio::spawn(play(peer.driver.handle(), clock, events)));
-                        }
-                    }
-                    RelayPeerEvent::Participant(ParticipantEvent::Left { peer: h, reason }) => {
-                        let label = names.get(&h).cloned().unwrap_or_default();
-                        eprintln!("jam peer {name}: {label} left ({reason:?})");
-                    }
-                    RelayPeerEvent::Participant(ParticipantEvent::Midi { peer: h, event, arrived, .. }) if common.print => {
-                        print_midi(&names, h, &event.message, event.recovered, wall.unix_us(arrived))?;
-                    }
-                    RelayPeerEvent::Relay(RelayClientEvent::Connected { observed, count }) => {
-                        let again = if count > 1 { " again" } else { "" };
-                        eprintln!("jam peer {name}: relay accepted us{again} (seen as {observed})");
-                    }
-                    RelayPeerEvent::Relay(RelayClientEvent::Lost) => {
-                        eprintln!("jam peer {name}: relay silent, saying hello again");
-                    }
-                    RelayPeerEvent::Rotated { epoch } => {
-                        eprintln!("jam peer {name}: a member left; new sender key (epoch {epoch})");
-                    }
-                    _ => {}
-                }
-            }
-            _ = sleep => break,
-            _ = &mut shutdown => break,
+            continue;
         }
-    }
-    if let Some(p) = player {
-        p.abort();
-    }
-    Ok(())
-}
-
-/// Writes one received message as a JSON line (the same fields as plain
-/// `jam peer --print`) and flushes, so a reader on a pipe sees it at once.
-fn print_midi(
-    names: &BTreeMap<PeerHandle, String>,
-    peer: PeerHandle,
-    message: &RecvMessage,
-    recovered: bool,
-    t_us: u64,
-) -> Result<()> {
-    let from = names
-        .get(&peer)
-        .cloned()
-        .unwrap_or_else(|| format!("{peer:?}"));
-    let bytes: &[u8] = match message {
-        RecvMessage::Short(m) => m.as_slice(),
-        RecvMessage::SysEx(s) => s.as_bytes(),
-    };
-    let line = json!({ "from": from, "midi": bytes, "recovered": recovered, "t_us": t_us });
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").context("writing to stdout")?;
-    out.flush().context("writing to stdout")
-}
-
-/// Plays a MIDI file in real time from now.
-async fn play(driver: DriverHandle<RelayPeer>, clock: MonotonicClock, events: Vec<Timed>) {
-    let start = tokio::time::Instant::now();
-    for e in events {
-        tokio::time::sleep_until(start + e.at()).await;
-        let time = clock.now();
-        let sent = match e {
-            Timed::Short(_, m) => {
-                driver
-                    .call(move |p, now| p.participant().send(now, time, m))
-                    .await
+        match event {
+            RelayPeerEvent::Relay(RelayClientEvent::Connected { observed, count }) => {
+                let again = if count > 1 { " again" } else { "" };
+                eprintln!("jam peer {name}: relay accepted us{again} (seen as {observed})");
             }
-            Timed::SysEx(_, bytes) => {
-                driver
-                    .call(move |p, now| p.participant().send_sysex(now, time, &bytes))
-                    .await
+            RelayPeerEvent::Relay(RelayClientEvent::Lost) => {
+                eprintln!("jam peer {name}: relay silent, saying hello again");
             }
-        };
-        if sent.is_err() {
-            // The network task is gone: the session is ending.
-            return;
+            RelayPeerEvent::Rotated { epoch } => {
+                eprintln!("jam peer {name}: a member left; new sender key (epoch {epoch})");
+            }
+            RelayPeerEvent::Path(PathEvent::Direct { member, addr, rtt }) => {
+                eprintln!(
+                    "jam peer {name}: direct path to member {member} at {addr} ({} µs)",
+                    rtt.as_micros()
+                );
+            }
+            RelayPeerEvent::Path(PathEvent::Relay { member }) => {
+                eprintln!(
+                    "jam peer {name}: direct path to member {member} went silent; relay carries it"
+                );
+            }
+            _ => {}
         }
     }
 }

@@ -181,7 +181,15 @@ fn three_jam_peers_join_one_session_through_jamd_and_hear_every_note() {
     let song = dir.path().join("scale.mid");
     let expected = write_scale(&song);
 
-    let (bob, bob_err) = peer(&base, dir.path(), "bob", &["--duration", "18"]);
+    // Bob records the session (the engine's capture, as in plain `jam
+    // peer`).
+    let capture = dir.path().join("bob.scp");
+    let (bob, bob_err) = peer(
+        &base,
+        dir.path(),
+        "bob",
+        &["--duration", "18", "--capture", capture.to_str().unwrap()],
+    );
     let mut bob_log = Vec::new();
     wait_for(&bob_err, "relay accepted us", &mut bob_log);
     let (carol, carol_err) = peer(&base, dir.path(), "carol", &["--duration", "17"]);
@@ -212,6 +220,33 @@ fn three_jam_peers_join_one_session_through_jamd_and_hear_every_note() {
         bob_log.iter().any(|l| l.contains("new sender key")),
         "{bob_log:#?}"
     );
+    // On loopback everyone reaches everyone: the peers went direct.
+    assert!(
+        alice_log
+            .iter()
+            .any(|l| l.contains("direct path to member")),
+        "{alice_log:#?}"
+    );
+    // Bob's capture is finished, authentic, and holds alice's scale.
+    assert!(
+        bob_log.iter().any(|l| l.contains("wrote capture")),
+        "{bob_log:#?}"
+    );
+    let key = dir.path().join("bob.key");
+    let o = jam()
+        .args(["capture", "replay", "--json", "--key"])
+        .arg(&key)
+        .arg(&capture)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let replay = String::from_utf8_lossy(&o.stdout);
+    let midi = replay
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"midi\""))
+        .count();
+    // Ten messages received from alice, at least.
+    assert!(midi >= expected.len(), "{midi} MIDI records:\n{replay}");
 }
 
 #[test]

@@ -110,6 +110,12 @@ pub async fn render(State(state): State<AppState>) -> Response {
     );
     counter(
         &mut out,
+        "jamd_relay_data_forwarded_total",
+        "Data packets the relay forwarded (each copy counts).",
+        s.data_forwarded,
+    );
+    counter(
+        &mut out,
         "jamd_relay_hellos_accepted_total",
         "Hellos the relay accepted.",
         s.hellos_accepted,

@@ -33,6 +33,14 @@
 //! packets expected and lost; recovered and late events are counted by the
 //! engine itself).
 //!
+//! **Two carriers.** The adapter drives any [`Carrier`]: a plain
+//! [`Participant`] (sessions by address, above), or a
+//! [`jam_transport::relay_client::RelayPeer`] joined through `jamd`
+//! ([`start_carrier`]; the CLI's `jam peer --server` makes the join with
+//! `jam-join`), whose sessions come from the session's member list, so
+//! `Join` and `Invite` are refused there with a reason and `Leave` ends the
+//! relayed session. Everything else (MIDI, names, statistics) is the same.
+//!
 //! **One clock.** The driver stamps arrivals with the [`MonotonicClock`] in
 //! [`NetworkConfig::clock`]; the engine's blocks must read the same clock
 //! (same origin), or live-mode placement and lateness are meaningless.
@@ -42,16 +50,49 @@ use crate::net::{
     net_link,
 };
 use crate::worker::{EngineWorker, WorkerHandle};
-use jam_core::{MonotonicClock, PeerId};
+use jam_core::{Micros, MonotonicClock, PeerId};
 use jam_transport::applemidi::PeerHandle;
 use jam_transport::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, Interfaces};
-use jam_transport::driver::{Driver, DriverConfig, DriverError, DriverHandle};
+use jam_transport::driver::{Driver, DriverConfig, DriverError, DriverHandle, Protocol};
 use jam_transport::participant::{Participant, ParticipantConfig, ParticipantEvent};
+use jam_transport::relay_client::RelayPeer;
 use jam_transport::rtp::recv::RecvMessage;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// The protocol object behind the adapter: a participant, reached directly
+/// or inside something that carries it (the relay peer).
+pub trait Carrier: Protocol {
+    /// Whether sessions are made by inviting addresses (`Join`, `Invite`).
+    const INVITES: bool;
+    /// The participant inside.
+    fn participant(&mut self) -> &mut Participant;
+    /// Ends every session (and for a relay peer, says goodbye to the
+    /// relay).
+    fn close_all(&mut self, now: Micros);
+}
+
+impl Carrier for Participant {
+    const INVITES: bool = true;
+    fn participant(&mut self) -> &mut Participant {
+        self
+    }
+    fn close_all(&mut self, now: Micros) {
+        self.close(now);
+    }
+}
+
+impl Carrier for RelayPeer {
+    const INVITES: bool = false;
+    fn participant(&mut self) -> &mut Participant {
+        RelayPeer::participant(self)
+    }
+    fn close_all(&mut self, now: Micros) {
+        self.close(now);
+    }
+}
 
 /// How often the adapter reports each peer's network figures.
 pub const STATS_INTERVAL: Duration = Duration::from_millis(500);
@@ -167,6 +208,21 @@ pub async fn start_task(
         listen: config.listen,
         source,
     })?;
+    Ok(start_carrier(config, driver, events, port))
+}
+
+/// Runs the adapter for a driver already running a [`Carrier`] (a relay
+/// peer joined through `jamd`), on the current tokio runtime. `events` are
+/// the participant's events (the caller takes the carrier's own, such as
+/// relay connection changes, and passes these on). Returns where the
+/// driver listens and the adapter task (it ends after closing the
+/// carrier's sessions, once the worker's end of the seam closes).
+pub fn start_carrier<P: Carrier>(
+    config: NetworkConfig,
+    driver: Driver<P>,
+    events: mpsc::UnboundedReceiver<ParticipantEvent>,
+    port: NetPort,
+) -> (NetworkInfo, tokio::task::JoinHandle<()>) {
     let info = NetworkInfo {
         control: driver.control_addr(),
         data: driver.data_addr(),
@@ -184,7 +240,7 @@ pub async fn start_task(
         lan_peers: BTreeMap::new(),
     };
     let task = tokio::spawn(adapter.run(driver, events, port));
-    Ok((info, task))
+    (info, task)
 }
 
 /// A remote participant as the adapter knows it.
@@ -194,14 +250,14 @@ struct Remote {
 }
 
 /// The adapter task's state.
-struct Adapter {
+struct Adapter<P: Carrier> {
     config: NetworkConfig,
     name: String,
     seed: u64,
     /// How many times the participant was rebuilt (new name), to vary the
     /// seed so a restarted participant gets a new SSRC.
     generation: u64,
-    handle: DriverHandle<Participant>,
+    handle: DriverHandle<P>,
     info: NetworkInfo,
     peers: BTreeMap<PeerHandle, Remote>,
     /// The address we are inviting, for the connection state.
@@ -223,10 +279,10 @@ fn peer_id(ssrc: u32, control: SocketAddr) -> PeerId {
     PeerId(b)
 }
 
-impl Adapter {
+impl<P: Carrier> Adapter<P> {
     async fn run(
         mut self,
-        driver: Driver<Participant>,
+        driver: Driver<P>,
         mut events: mpsc::UnboundedReceiver<ParticipantEvent>,
         mut port: NetPort,
     ) {
@@ -252,7 +308,7 @@ impl Adapter {
         }
         // The worker is gone: end every session cleanly.
         tracing::info!("network side closing");
-        let _ = driver.call(|p, now| p.close(now)).await;
+        let _ = driver.call(|p, now| p.close_all(now)).await;
         let _ = driver.shutdown().await;
         if let Some(d) = self.lan.take() {
             d.shutdown();
@@ -267,7 +323,7 @@ impl Adapter {
                     .call(move |p, now| {
                         let mut refused = 0usize;
                         for e in batch {
-                            if p.send(now, e.sent_at, e.msg).is_err() {
+                            if p.participant().send(now, e.sent_at, e.msg).is_err() {
                                 refused += 1;
                             }
                         }
@@ -279,6 +335,12 @@ impl Adapter {
                 {
                     tracing::warn!(refused = n, "the send streams refused events");
                 }
+            }
+            NetCommand::Join { .. } | NetCommand::Invite(_) if !P::INVITES => {
+                let why = "this session was joined through jamd: its members come from the \
+                           server, not from addresses"
+                    .to_string();
+                send(out, NetEvent::Connection(ConnectionState::Failed(why))).await;
             }
             NetCommand::Join {
                 address,
@@ -292,7 +354,10 @@ impl Adapter {
             }
             NetCommand::Invite(address) => match self.resolve(&address).await {
                 Ok(target) => {
-                    if let Ok(Err(e)) = self.handle.call(move |p, now| p.invite(now, target)).await
+                    if let Ok(Err(e)) = self
+                        .handle
+                        .call(move |p, now| p.participant().invite(now, target))
+                        .await
                     {
                         let why = format!("cannot invite {target}: {e}");
                         send(out, NetEvent::Connection(ConnectionState::Failed(why))).await;
@@ -302,7 +367,7 @@ impl Adapter {
             },
             NetCommand::Leave => {
                 self.joining = None;
-                let _ = self.handle.call(|p, now| p.close(now)).await;
+                let _ = self.handle.call(|p, now| p.close_all(now)).await;
             }
             NetCommand::SetRole(role) => {
                 tracing::debug!(role = role.name(), "role kept locally (no AppleMIDI field)");
@@ -314,7 +379,7 @@ impl Adapter {
                 };
                 let _ = self
                     .handle
-                    .call(move |p, _| p.send_reliable(h, frame))
+                    .call(move |p, _| p.participant().send_reliable(h, frame))
                     .await;
             }
         }
@@ -335,7 +400,7 @@ impl Adapter {
         };
         // One session at a time: leave the current one, and take the new
         // name (it travels in the invitation).
-        let _ = self.handle.call(|p, now| p.close(now)).await;
+        let _ = self.handle.call(|p, now| p.close_all(now)).await;
         let name = display_name.trim().to_string();
         if !name.is_empty() && name != self.name {
             self.name = name;
@@ -344,11 +409,15 @@ impl Adapter {
                 ParticipantConfig::new(self.name.clone(), self.seed.wrapping_add(self.generation));
             let _ = self
                 .handle
-                .call(move |p, now| *p = Participant::new(config, now))
+                .call(move |p, now| *p.participant() = Participant::new(config, now))
                 .await;
         }
         self.joining = Some(address.to_string());
-        match self.handle.call(move |p, now| p.invite(now, target)).await {
+        match self
+            .handle
+            .call(move |p, now| p.participant().invite(now, target))
+            .await
+        {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 self.joining = None;
@@ -496,7 +565,7 @@ impl Adapter {
             .call(move |p, _| {
                 handles
                     .into_iter()
-                    .filter_map(|h| Some((h, p.peer_stats(h)?)))
+                    .filter_map(|h| Some((h, p.participant().peer_stats(h)?)))
                     .collect::<Vec<_>>()
             })
             .await

@@ -7,9 +7,12 @@
 //!   public key, find or create a session by name, join it (relay address,
 //!   ticket, members' public keys), list members, leave.
 //! - [`spawn_peer`]: runs a [`RelayPeer`] (a participant whose packets ride
-//!   the relay, end-to-end encrypted) on the tokio UDP driver, and polls the
-//!   member list so that joins and leaves reach the peer (a leave makes
-//!   every remaining member rotate its sender key).
+//!   the relay, end-to-end encrypted) on the tokio UDP driver, reports the
+//!   peer's own address for direct paths, and polls the member list so that
+//!   joins and leaves reach the peer (a leave makes every remaining member
+//!   rotate its sender key) and members' addresses reach the direct-path
+//!   prober. Peers reach each other directly where the network lets them
+//!   ([`jam_transport::direct`]), through the relay otherwise.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), jam_join::JoinError> {
@@ -27,17 +30,20 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Not here: the direct path between peers (they always use the relay for
-//! now), re-joining when a ticket expires (tickets last 12 hours by
-//! default), the plugin editor's join.
+//! Not here: re-joining when a ticket expires (tickets last 12 hours by
+//! default), the plugin editor's join, pushed member updates (the list is
+//! polled).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use jam_core::MonotonicClock;
+use jam_transport::direct::DirectConfig;
 use jam_transport::driver::{Driver, DriverConfig, DriverError};
 use jam_transport::participant::ParticipantConfig;
-use jam_transport::relay::{HelloKey, Ticket, hex_decode, hex_encode};
+use jam_transport::relay::{
+    HelloKey, MAX_REPORTED_ADDRS, ReportedAddrs, Ticket, hex_decode, hex_encode,
+};
 use jam_transport::relay_client::{
     RelayClientConfig, RelayPeer, RelayPeerConfig, RelayPeerEvent, RemoteMember,
 };
@@ -140,11 +146,22 @@ fn parse_members(v: &Value) -> Result<Vec<RemoteMember>, JoinError> {
         };
         let mut public_key = [0u8; 32];
         hex_decode(pk, &mut public_key).ok_or_else(|| bad(format!("public key {pk:?}")))?;
-        out.push(RemoteMember {
-            id,
-            public_key,
-            online: m["online"].as_bool().unwrap_or(false),
-        });
+        // Addresses that do not parse are skipped: they only ever cost a
+        // direct path, never the session.
+        let observed = m["observed_addr"]
+            .as_str()
+            .and_then(|a| a.parse::<SocketAddr>().ok());
+        let reported: Vec<SocketAddr> = m["reported_addrs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str()?.parse().ok())
+            .take(MAX_REPORTED_ADDRS)
+            .collect();
+        let mut member = RemoteMember::new(id, public_key, m["online"].as_bool().unwrap_or(false));
+        member.observed = observed;
+        member.reported = ReportedAddrs::new(&reported).unwrap_or_default();
+        out.push(member);
     }
     Ok(out)
 }
@@ -409,6 +426,12 @@ pub struct PeerOptions {
     pub poll_interval: Duration,
     /// The clock the driver runs on (share it to stamp MIDI you send).
     pub clock: MonotonicClock,
+    /// Try direct paths to the other members (`None`: relay only).
+    pub direct: Option<DirectConfig>,
+    /// Report our own address to `jamd` for the others' direct paths
+    /// (`false` keeps a LAN address private; members then only try the
+    /// address the relay sees).
+    pub report_addrs: bool,
 }
 
 impl PeerOptions {
@@ -422,6 +445,8 @@ impl PeerOptions {
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             poll_interval: Duration::from_millis(500),
             clock: MonotonicClock::new(),
+            direct: Some(DirectConfig::default()),
+            report_addrs: true,
         }
     }
 }
@@ -440,6 +465,14 @@ pub struct RunningPeer {
 }
 
 impl RunningPeer {
+    /// The driver and its events, for a caller that runs the peer itself
+    /// (the engine's network adapter). The member poll keeps running until
+    /// the driver stops; close the peer through the driver
+    /// (`RelayPeer::close`) before shutting it down.
+    pub fn into_parts(self) -> (Driver<RelayPeer>, UnboundedReceiver<RelayPeerEvent>, Joined) {
+        (self.driver, self.events, self.joined)
+    }
+
     /// Ends every session, says goodbye to the relay, stops the driver;
     /// returns the peer for a last look at its state.
     pub async fn close(self) -> Result<RelayPeer, JoinError> {
@@ -469,6 +502,7 @@ pub async fn spawn_peer(
         key_seed: opts.key_seed,
         unix_us: u64::try_from(joined.server_time_ms).unwrap_or(0) * 1_000,
         reinvite_interval: Duration::from_secs(1),
+        direct: opts.direct,
     };
     let driver_config = DriverConfig {
         ip: opts.bind,
@@ -481,6 +515,11 @@ pub async fn spawn_peer(
         p
     })
     .await?;
+    if opts.report_addrs {
+        let port = driver.control_addr().port();
+        let addrs = local_addrs(opts.bind, relay, port);
+        driver.submit(move |p, now| p.set_reported(now, &addrs))?;
+    }
     let handle = driver.handle();
     let session = joined.session_id.clone();
     let interval = opts.poll_interval;
@@ -508,4 +547,24 @@ pub async fn spawn_peer(
         joined,
         poller,
     })
+}
+
+/// Our own addresses to report for direct paths: the bound address, or
+/// when bound to every interface, the address the system would send from
+/// towards the relay (a UDP `connect` sends nothing, it only picks the
+/// route), with the driver's control port.
+fn local_addrs(bind: IpAddr, relay: SocketAddr, port: u16) -> Vec<SocketAddr> {
+    if !bind.is_unspecified() {
+        return vec![SocketAddr::new(bind, port)];
+    }
+    let routed = std::net::UdpSocket::bind(SocketAddr::new(bind, 0))
+        .and_then(|s| {
+            s.connect(relay)?;
+            s.local_addr()
+        })
+        .map(|a| a.ip());
+    match routed {
+        Ok(ip) if !ip.is_unspecified() => vec![SocketAddr::new(ip, port)],
+        _ => Vec::new(),
+    }
 }

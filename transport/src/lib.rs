@@ -31,6 +31,9 @@
 //!   ticket, keepalives, automatic re-hello after a relay restart, and
 //!   [`relay_client::RelayPeer`], a participant whose packets ride the
 //!   relay sealed by [`secure`].
+//! - [`direct`]: direct paths between members of a relayed session:
+//!   authenticated probes to the addresses the control plane lists, the
+//!   switch to a direct path, its keepalive, and the fall back to the relay.
 //! - [`reliable`]: an ordered, acknowledged message channel over datagrams
 //!   (fragmentation, selective acks, retransmission with backoff, restart
 //!   detection) that carries the session document's sync messages.
@@ -88,6 +91,7 @@
 
 pub mod applemidi;
 pub mod clock;
+pub mod direct;
 #[cfg(feature = "mdns")]
 pub mod discovery;
 pub mod driver;

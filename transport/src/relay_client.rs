@@ -28,9 +28,21 @@
 //! disappears from it makes everyone rotate their sender key (see
 //! [`crate::secure`]) and ends its AppleMIDI session.
 //!
-//! Not here: the direct path between peers (addresses are reported in the
-//! hello, and `jamd` lists them, but peers always go through the relay for
-//! now), and the HTTP calls (the CLI makes them).
+//! # Direct paths
+//!
+//! With [`RelayPeerConfig::direct`] set, a peer also tries to reach every
+//! member without the relay ([`crate::direct`]): it probes the addresses
+//! the control plane lists for the member ([`RemoteMember::observed`] and
+//! [`RemoteMember::reported`]) and, once a probe is answered, sends that
+//! member's frames straight to its address. A direct datagram is a relay
+//! data packet (same routing header: session, sender, addressee) around
+//! the same sealed frame the relay would carry, so the receiver opens it
+//! exactly as if the relay had forwarded it; it accepts both at all times,
+//! and the replay window drops the copies of a switch. When the direct
+//! path goes silent the peer sends through the relay again at once. The
+//! participant never notices: member addresses stay virtual.
+//!
+//! Not here: the HTTP calls (`jam-join` makes them).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -41,6 +53,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::applemidi::{PeerHandle, Port, Transmit};
+use crate::direct::{DirectConfig, DirectPaths, Path, PathEvent, Probe};
 use crate::driver::Protocol;
 use crate::participant::{Participant, ParticipantConfig, ParticipantEvent};
 use crate::relay::{
@@ -165,6 +178,19 @@ impl RelayClient {
     /// Our member id.
     pub fn member(&self) -> u32 {
         self.config.ticket.member
+    }
+
+    /// Changes the addresses our hellos report (once the local port is
+    /// known); a connected client says hello again at once so the control
+    /// plane lists them.
+    pub fn set_reported(&mut self, now: Micros, reported: ReportedAddrs) {
+        if self.config.reported == reported {
+            return;
+        }
+        self.config.reported = reported;
+        if self.state == RelayState::Connected {
+            self.queue_hello(now);
+        }
     }
 
     /// The session id.
@@ -409,6 +435,23 @@ pub struct RemoteMember {
     pub public_key: [u8; 32],
     /// Live on the relay now.
     pub online: bool,
+    /// Its public address as the relay saw its hello.
+    pub observed: Option<SocketAddr>,
+    /// The addresses it reported on its own interfaces.
+    pub reported: ReportedAddrs,
+}
+
+impl RemoteMember {
+    /// A member known by id and key only (no addresses: relay only).
+    pub fn new(id: u32, public_key: [u8; 32], online: bool) -> Self {
+        RemoteMember {
+            id,
+            public_key,
+            online,
+            observed: None,
+            reported: ReportedAddrs::default(),
+        }
+    }
 }
 
 /// Settings of a [`RelayPeer`].
@@ -427,6 +470,8 @@ pub struct RelayPeerConfig {
     pub unix_us: u64,
     /// How often an online member without a session is invited again.
     pub reinvite_interval: Duration,
+    /// Direct paths to members (`None`: always through the relay).
+    pub direct: Option<DirectConfig>,
 }
 
 /// What a [`RelayPeer`] reports.
@@ -449,6 +494,8 @@ pub enum RelayPeerEvent {
         /// The new epoch.
         epoch: u32,
     },
+    /// A member's path changed (direct, or back to the relay).
+    Path(PathEvent),
 }
 
 /// Counters of a [`RelayPeer`].
@@ -466,6 +513,12 @@ pub struct RelayPeerStats {
     pub no_key: u64,
     /// Other refused frames (malformed, stale keys).
     pub other: u64,
+    /// Datagrams sent straight to a member (probes included).
+    pub direct_out: u64,
+    /// Frames opened that arrived straight from a member (probes included).
+    pub direct_in: u64,
+    /// Data packets sent through the relay.
+    pub relay_out: u64,
 }
 
 /// A [`Participant`] over a relay, end-to-end encrypted; see the
@@ -484,10 +537,18 @@ pub struct RelayPeer {
     now_base: Micros,
     events: VecDeque<RelayPeerEvent>,
     stats: RelayPeerStats,
-    /// Frames that could not be opened yet, per sender.
-    held: BTreeMap<u32, VecDeque<Vec<u8>>>,
+    /// Frames that could not be opened yet, per sender, with the address
+    /// they came from if not through the relay.
+    held: BTreeMap<u32, VecDeque<HeldFrame>>,
+    direct: Option<DirectPaths>,
+    /// Datagrams to send straight to a member.
+    direct_out: VecDeque<Transmit>,
     now: Micros,
 }
+
+/// A frame waiting to be opened: where it came from if not through the
+/// relay, and its bytes.
+type HeldFrame = (Option<SocketAddr>, Vec<u8>);
 
 /// How many frames per sender wait for a key or a member-list entry.
 const HELD_PER_SENDER: usize = 32;
@@ -500,6 +561,9 @@ impl RelayPeer {
         let member = config.relay.ticket.member;
         let session = config.relay.ticket.session;
         let seed = config.participant.endpoint.seed;
+        let direct = config
+            .direct
+            .map(|c| DirectPaths::new(c, member, seed ^ 0xd1_4ec7));
         RelayPeer {
             client: RelayClient::new(config.relay, now, config.unix_us, seed ^ 0x4e11_0000),
             secure: SecureSession::new(
@@ -520,8 +584,28 @@ impl RelayPeer {
             events: VecDeque::new(),
             stats: RelayPeerStats::default(),
             held: BTreeMap::new(),
+            direct,
+            direct_out: VecDeque::new(),
             now,
         }
+    }
+
+    /// How we send to `member` now.
+    pub fn path(&self, member: u32) -> Path {
+        self.direct.as_ref().map_or(Path::Relay, |d| d.path(member))
+    }
+
+    /// The direct-path state, if direct paths are on.
+    pub fn direct(&self) -> Option<&DirectPaths> {
+        self.direct.as_ref()
+    }
+
+    /// Sets the addresses our hellos report (our own interface addresses
+    /// with the bound port), so the other members can try them.
+    pub fn set_reported(&mut self, now: Micros, addrs: &[SocketAddr]) {
+        let addrs = &addrs[..addrs.len().min(relay::MAX_REPORTED_ADDRS)];
+        let reported = ReportedAddrs::new(addrs).expect("at most four");
+        self.client.set_reported(now, reported);
     }
 
     /// The participant inside (to send MIDI, read statistics).
@@ -597,6 +681,18 @@ impl RelayPeer {
             .filter(|m| m.id != me)
             .map(|m| (m.id, *m))
             .collect();
+        if let Some(d) = &mut self.direct {
+            let online = &self.members;
+            d.retain(|id| online.get(&id).is_some_and(|m| m.online));
+            for m in self.members.values().filter(|m| m.online) {
+                let addrs: Vec<SocketAddr> = m
+                    .observed
+                    .into_iter()
+                    .chain(m.reported.as_slice().iter().copied())
+                    .collect();
+                d.set_candidates(now, m.id, &addrs);
+            }
+        }
         let known: Vec<u32> = self
             .held
             .keys()
@@ -635,9 +731,55 @@ impl RelayPeer {
             .secure
             .seal(dest, Channel::Reliable, frame)
             .map_err(|_| SendReliableError::UnknownMember(dest))?;
-        self.client
-            .send(dest, &sealed)
+        self.send_sealed(dest, &sealed)
             .map_err(|_| SendReliableError::TooLong(frame.len()))
+    }
+
+    /// Sends a sealed frame to `dest` on its current path.
+    fn send_sealed(&mut self, dest: u32, sealed: &[u8]) -> Result<(), EncodeError> {
+        match self.path(dest) {
+            Path::Direct(to) => self.send_direct(dest, to, sealed),
+            Path::Relay => {
+                self.stats.relay_out += 1;
+                self.client.send(dest, sealed)
+            }
+        }
+    }
+
+    /// A relay data packet around `sealed`, straight to `to`.
+    fn send_direct(&mut self, dest: u32, to: SocketAddr, sealed: &[u8]) -> Result<(), EncodeError> {
+        let mut buf = vec![0u8; relay::DATA_HEADER_LEN + sealed.len()];
+        let n = relay::encode_data(
+            self.client.session(),
+            self.client.member(),
+            dest,
+            sealed,
+            &mut buf,
+        )?;
+        buf.truncate(n);
+        self.stats.direct_out += 1;
+        self.direct_out.push_back(Transmit {
+            from: Port::Control,
+            to,
+            payload: buf,
+        });
+        Ok(())
+    }
+
+    /// Seals and queues the probes the path state machine asks for.
+    fn pump_probes(&mut self) {
+        let Some(d) = &mut self.direct else {
+            return;
+        };
+        let mut probes = Vec::new();
+        while let Some(p) = d.poll_probe() {
+            probes.push(p);
+        }
+        for (member, to, probe) in probes {
+            if let Ok(sealed) = self.secure.seal(member, Channel::Path, &probe.encode()) {
+                let _ = self.send_direct(member, to, &sealed);
+            }
+        }
     }
 
     /// Ends every session, says goodbye to the relay.
@@ -656,7 +798,7 @@ impl RelayPeer {
             return;
         };
         if let Ok(sealed) = self.secure.seal(dest, channel, &t.payload) {
-            let _ = self.client.send(dest, &sealed);
+            let _ = self.send_sealed(dest, &sealed);
         }
     }
 
@@ -689,13 +831,32 @@ impl RelayPeer {
     /// key has not arrived) is held, a few per sender, and tried again when
     /// the member list or the key arrives: a newcomer's first packets (its
     /// key, its answer to an invitation) then cost no retry.
-    fn deliver(&mut self, now: Micros, sender: u32, payload: Vec<u8>) {
-        match self.secure.open(now, sender, &payload) {
+    fn deliver(&mut self, now: Micros, sender: u32, via: Option<SocketAddr>, payload: Vec<u8>) {
+        let opened = self.secure.open(now, sender, &payload);
+        if opened.is_ok()
+            && let Some(from) = via
+        {
+            self.stats.direct_in += 1;
+            if let Some(d) = &mut self.direct {
+                d.heard(now, sender, from);
+            }
+        }
+        match opened {
             Ok(Opened::Data { channel, body }) => {
                 self.stats.opened += 1;
                 let port = match channel {
                     Channel::Control => Port::Control,
                     Channel::Data => Port::Data,
+                    Channel::Path => {
+                        // Only a probe that came straight from the member
+                        // says anything about a path.
+                        if let (Some(from), Some(d), Ok(probe)) =
+                            (via, &mut self.direct, Probe::decode(body))
+                        {
+                            d.handle_probe(now, sender, from, probe);
+                        }
+                        return;
+                    }
                     Channel::Reliable => {
                         self.events.push_back(RelayPeerEvent::Reliable {
                             from: sender,
@@ -723,7 +884,7 @@ impl RelayPeer {
                 {
                     let q = self.held.entry(sender).or_default();
                     if q.len() < HELD_PER_SENDER {
-                        q.push_back(payload);
+                        q.push_back((via, payload));
                     }
                 }
                 self.note_error(e);
@@ -731,10 +892,34 @@ impl RelayPeer {
         }
     }
 
+    /// A datagram that did not come from the relay: a member's data packet
+    /// sent straight to us (a relay data packet addressed to us, from a
+    /// current member), or nothing we take.
+    fn handle_direct(&mut self, now: Micros, from: SocketAddr, bytes: &[u8]) {
+        if self.direct.is_none() {
+            return;
+        }
+        let Ok(Packet::Data {
+            header,
+            dest,
+            payload,
+        }) = Packet::decode(bytes)
+        else {
+            return;
+        };
+        if header.session != self.client.session()
+            || dest != self.client.member()
+            || !self.members.contains_key(&header.member)
+        {
+            return;
+        }
+        self.deliver(now, header.member, Some(from), payload.to_vec());
+    }
+
     fn release_held(&mut self, now: Micros, sender: u32) {
         if let Some(q) = self.held.remove(&sender) {
-            for f in q {
-                self.deliver(now, sender, f);
+            for (via, f) in q {
+                self.deliver(now, sender, via, f);
             }
         }
     }
@@ -768,7 +953,11 @@ impl Protocol for RelayPeer {
 
     fn handle_datagram(&mut self, now: Micros, local: Port, from: SocketAddr, bytes: &[u8]) {
         self.now = self.now.max(now);
-        if local != Port::Control || from != self.client.relay() {
+        if local != Port::Control {
+            return;
+        }
+        if from != self.client.relay() {
+            self.handle_direct(now, from, bytes);
             return;
         }
         let was = self.client.state();
@@ -782,12 +971,17 @@ impl Protocol for RelayPeer {
             return;
         };
         let payload = payload.to_vec();
-        self.deliver(now, sender, payload);
+        self.deliver(now, sender, None, payload);
     }
 
     fn handle_timeout(&mut self, now: Micros) {
         self.now = self.now.max(now);
         self.client.handle_timeout(now);
+        if let Some(d) = &mut self.direct
+            && d.poll_timeout().is_some_and(|t| t <= now)
+        {
+            d.handle_timeout(now);
+        }
         if Protocol::poll_timeout(&self.participant).is_some_and(|t| t <= now) {
             Protocol::handle_timeout(&mut self.participant, now);
         }
@@ -807,8 +1001,15 @@ impl Protocol for RelayPeer {
                     payload,
                 });
             }
+            if let Some(t) = self.direct_out.pop_front() {
+                return Some(t);
+            }
             if let Some((dest, frame)) = self.secure.poll_transmit() {
-                let _ = self.client.send(dest, &frame);
+                let _ = self.send_sealed(dest, &frame);
+                continue;
+            }
+            self.pump_probes();
+            if !self.direct_out.is_empty() {
                 continue;
             }
             let t = Protocol::poll_transmit(&mut self.participant)?;
@@ -819,6 +1020,7 @@ impl Protocol for RelayPeer {
     fn poll_timeout(&self) -> Option<Micros> {
         [
             self.client.poll_timeout(),
+            self.direct.as_ref().and_then(DirectPaths::poll_timeout),
             Protocol::poll_timeout(&self.participant),
             Some(self.next_reinvite),
         ]
@@ -829,6 +1031,11 @@ impl Protocol for RelayPeer {
 
     fn poll_event(&mut self) -> Option<RelayPeerEvent> {
         self.pump_participant_events();
+        if let Some(d) = &mut self.direct {
+            while let Some(e) = d.poll_event() {
+                self.events.push_back(RelayPeerEvent::Path(e));
+            }
+        }
         self.events.pop_front()
     }
 }

@@ -167,6 +167,9 @@ pub enum Channel {
     Data,
     /// [`crate::reliable`] frames (the session document's sync messages).
     Reliable,
+    /// Direct-path probes ([`crate::direct::Probe`]), sent straight to a
+    /// member's address instead of through the relay.
+    Path,
 }
 
 impl Channel {
@@ -176,6 +179,7 @@ impl Channel {
             Channel::Control => 0,
             Channel::Data => 1,
             Channel::Reliable => 2,
+            Channel::Path => 3,
         }
     }
 
@@ -185,6 +189,7 @@ impl Channel {
             0 => Channel::Control,
             1 => Channel::Data,
             2 => Channel::Reliable,
+            3 => Channel::Path,
             _ => return None,
         })
     }

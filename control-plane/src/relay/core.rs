@@ -158,6 +158,9 @@ pub struct RelayStats {
     pub bytes_out: u64,
     /// Hellos accepted.
     pub hellos_accepted: u64,
+    /// Data packets forwarded (each copy of a fanned-out packet counts):
+    /// what peers on a direct path no longer send through the relay.
+    pub data_forwarded: u64,
     /// Dropped datagrams by reason, indexed like [`DropReason::ALL`].
     pub dropped: [u64; DropReason::ALL.len()],
 }
@@ -546,6 +549,7 @@ impl RelayCore {
             sess.bcast_packets += 1;
             sess.bcast_bytes += len as u64;
             let copies = sess.addrs.len() as u64 - 1;
+            self.stats.data_forwarded += copies;
             self.stats.packets_out += copies;
             self.stats.bytes_out += copies * len as u64;
             return Output::Forward {
@@ -564,6 +568,7 @@ impl RelayCore {
         let target = &mut sess.members[d];
         target.unicast_packets_out += 1;
         target.unicast_bytes_out += len as u64;
+        self.stats.data_forwarded += 1;
         self.stats.packets_out += 1;
         self.stats.bytes_out += len as u64;
         Output::Forward {

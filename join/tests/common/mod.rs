@@ -23,13 +23,26 @@ pub fn password(user: &str) -> String {
 }
 
 /// Registers `user`, logs in, registers a fresh device key, finds or
-/// creates `session`, joins it and starts a peer. `relay_override` sends
-/// the peer's relay traffic elsewhere (a tap).
+/// creates `session`, joins it and starts a peer that always goes through
+/// the relay (these tests look at what the relay sees). `relay_override`
+/// sends the peer's relay traffic elsewhere (a tap).
 pub async fn join_peer(
     base: &str,
     session: &str,
     user: &str,
     relay_override: Option<SocketAddr>,
+) -> RunningPeer {
+    join_peer_with(base, session, user, relay_override, |o| o.direct = None).await
+}
+
+/// [`join_peer`] with the peer's options adjusted by `adjust` (direct
+/// paths are on by default).
+pub async fn join_peer_with(
+    base: &str,
+    session: &str,
+    user: &str,
+    relay_override: Option<SocketAddr>,
+    adjust: impl FnOnce(&mut PeerOptions),
 ) -> RunningPeer {
     let mut jamd = Jamd::new(base);
     // The account may exist already (a restart test joins twice).
@@ -61,6 +74,7 @@ pub async fn join_peer(
     let mut opts = PeerOptions::new(user, secret, rng.random(), rng.random());
     opts.bind = "127.0.0.1".parse().unwrap();
     opts.poll_interval = Duration::from_millis(200);
+    adjust(&mut opts);
     spawn_peer(jamd, joined, opts).await.expect("peer starts")
 }
 
@@ -167,6 +181,13 @@ pub struct Tap {
 
 impl Tap {
     pub async fn start(relay: SocketAddr) -> Tap {
+        Tap::start_filtered(relay, false).await
+    }
+
+    /// A tap whose relay-side socket takes datagrams from the relay only
+    /// (like a NAT that filters by remote address): the address the relay
+    /// sees for the peer reaches nobody else.
+    pub async fn start_filtered(relay: SocketAddr, relay_only: bool) -> Tap {
         let down = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
         let up = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
         let addr = down.local_addr().unwrap();
@@ -185,7 +206,10 @@ impl Tap {
                         let _ = u.send_to(&b1[..n], relay).await;
                     }
                     r = u.recv_from(&mut b2) => {
-                        let Ok((n, _)) = r else { return };
+                        let Ok((n, from)) = r else { return };
+                        if relay_only && from != relay {
+                            continue;
+                        }
                         s.lock().unwrap().push(Seen { upstream: false, bytes: b2[..n].to_vec() });
                         if let Some(p) = peer {
                             let _ = d.send_to(&b2[..n], p).await;
