@@ -73,7 +73,7 @@ pub(crate) fn hear(
     let mut now = first;
     let tick_to = |timing: &mut Timing, now: &mut Micros, until: Micros, out: &mut Vec<Placed>| {
         while *now + TICK <= until {
-            *now = *now + TICK;
+            *now += TICK;
             timing.handle_tick(mode, &tl, *now, out, &table);
             out.clear();
         }
