@@ -9,19 +9,28 @@
 //! player's clock is offset from the others' by seconds, so the latency
 //! figures come through clock synchronisation as they would on real
 //! machines.
+//!
+//! `--mode` also runs what every player received through the engine's
+//! timing decisions for that latency mode (see [`modes`]) and reports late
+//! events, predictions played, right and wrong, and stuck notes ended.
 
+mod modes;
 mod phrases;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Parser;
+use jam_core::LatencyMode;
+use jam_engine::net::Role;
 use jam_transport::applemidi::PeerHandle;
 use jam_transport::netem::LinkConfig;
 use jam_transport::participant::{Participant, ParticipantConfig, ParticipantEvent};
 use jam_transport::rtp::state::MidiState;
 use jam_transport::sim::HostSim;
+use modes::{Delivered, ModeFigures};
 use phrases::Part;
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Several players over an emulated network.
@@ -54,6 +63,50 @@ pub(crate) struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Latency mode each player hears the others in: live, coherent,
+    /// interval (4 beats) or predictive.
+    #[arg(long, default_value = "live", value_parser = parse_mode)]
+    mode: LatencyMode,
+    /// Predictive mode: the agent (`.agent`) that predicts every player;
+    /// without it, a statistical agent trained on seeded melodies.
+    #[arg(long, value_name = "FILE.agent", requires = "key")]
+    agent: Option<PathBuf>,
+    /// Secret key file (unencrypted) that opens `--agent`.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+}
+
+fn parse_mode(s: &str) -> Result<LatencyMode, String> {
+    LatencyMode::parse(s).ok_or_else(|| {
+        format!("unknown latency mode {s:?} (live, coherent, interval or predictive)")
+    })
+}
+
+fn role_of(part: Part) -> Role {
+    match part {
+        Part::Drums | Part::Bass => Role::Rhythm,
+        Part::Keys => Role::Harmony,
+        Part::Lead => Role::Melody,
+    }
+}
+
+/// The agent model for predictive mode.
+fn agent_model(args: &Args) -> Result<Option<Vec<u8>>> {
+    if args.mode != LatencyMode::Predictive {
+        return Ok(None);
+    }
+    if let (Some(path), Some(key)) = (&args.agent, &args.key) {
+        let source = jam_engine::AgentSource {
+            path: path.clone(),
+            key_file: key.clone(),
+        };
+        return jam_engine::agent::load_agent(&source)
+            .map(Some)
+            .context("cannot load the agent");
+    }
+    let lines = jam_predict::synth::motif_tunes(args.seed, 16, 8);
+    let model = jam_predict::agent::markov::train(&lines, &Default::default());
+    Ok(Some(model.to_model_bytes()))
 }
 
 /// What one player saw.
@@ -69,6 +122,7 @@ struct Report {
     stuck_notes: usize,
     wrong_values: usize,
     latencies_us: Vec<i64>,
+    mode: ModeFigures,
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
@@ -100,6 +154,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
     if !(1.0..=3600.0).contains(&args.seconds) {
         bail!("--seconds must be between 1 and 3600, got {}", args.seconds);
     }
+    let model = agent_model(&args)?;
     let n = args.players;
     let link = LinkConfig::default()
         .delay(Duration::from_secs_f64(args.delay_ms / 1000.0))
@@ -173,15 +228,33 @@ pub(crate) fn run(args: Args) -> Result<()> {
     // one a second, so a tail lost in a burst takes a few seconds).
     sim.run_for(Duration::from_secs(15));
 
+    let by_ssrc: BTreeMap<u32, usize> = (0..n).map(|j| (sim.protocol(j).ssrc(), j)).collect();
+    let roles: Vec<Role> = (0..n).map(|j| role_of(Part::for_player(j))).collect();
     for (i, report) in reports.iter_mut().enumerate() {
+        let mut delivered = Vec::new();
         for (_, e) in sim.take_events(i) {
             if let ParticipantEvent::Midi {
+                peer,
                 event,
                 local_time,
                 arrived,
-                ..
             } = e
             {
+                let sender = sim
+                    .protocol(i)
+                    .peer_stats(peer)
+                    .and_then(|s| by_ssrc.get(&s.ssrc).copied());
+                if let (Some(sender), jam_transport::rtp::recv::RecvMessage::Short(msg)) =
+                    (sender, &event.message)
+                {
+                    delivered.push(Delivered {
+                        sender,
+                        msg: *msg,
+                        sent: local_time,
+                        arrived,
+                        recovered: event.recovered,
+                    });
+                }
                 report.events_received += 1;
                 if event.recovered {
                     report.recovered_events += 1;
@@ -190,9 +263,9 @@ pub(crate) fn run(args: Args) -> Result<()> {
                 }
             }
         }
+        report.mode = modes::hear(args.mode, &roles, delivered, model.as_deref());
         let p = sim.protocol(i);
         let handles: Vec<PeerHandle> = p.peers().collect();
-        let by_ssrc: BTreeMap<u32, usize> = (0..n).map(|j| (sim.protocol(j).ssrc(), j)).collect();
         for h in handles {
             let stats = p.peer_stats(h).expect("joined peers have stats");
             // A packet that overtook its predecessor opens a gap (repaired
@@ -231,10 +304,19 @@ fn print_report(args: &Args, reports: &[Report], network_lost: u64) {
                         "p99": percentile(&r.latencies_us, 99.0),
                         "max": r.latencies_us.last().copied().unwrap_or(0),
                     },
+                    "heard": {
+                        "late": r.mode.late,
+                        "predicted": r.mode.predicted,
+                        "predictions_right": r.mode.right,
+                        "predictions_wrong": r.mode.wrong,
+                        "stuck_ended": r.mode.stuck_ended,
+                        "schedule_ahead_ms": r.mode.ahead_ms,
+                    },
                 })
             })
             .collect();
         let out = json!({
+            "mode": args.mode.as_str(),
             "players": players,
             "network": {
                 "loss": args.loss,
@@ -250,8 +332,9 @@ fn print_report(args: &Args, reports: &[Report], network_lost: u64) {
         return;
     }
     println!(
-        "jam demo: {} players, {} s, delay {} ms, jitter {} ms, loss {:.1} %, reorder {:.1} %, seed {} (emulated network, virtual time)",
+        "jam demo: {} players, {} mode, {} s, delay {} ms, jitter {} ms, loss {:.1} %, reorder {:.1} %, seed {} (emulated network, virtual time)",
         reports.len(),
+        args.mode,
         args.seconds,
         args.delay_ms,
         args.jitter_ms,
@@ -260,7 +343,7 @@ fn print_report(args: &Args, reports: &[Report], network_lost: u64) {
         args.seed
     );
     println!(
-        "{:<10} {:>6} {:>9} {:>6} {:>6} {:>10} {:>6} {:>6} {:>9} {:>9}",
+        "{:<10} {:>6} {:>9} {:>6} {:>6} {:>10} {:>6} {:>6} {:>9} {:>9} {:>7} {:>9} {:>6} {:>6} {:>6}",
         "player",
         "sent",
         "received",
@@ -270,11 +353,16 @@ fn print_report(args: &Args, reports: &[Report], network_lost: u64) {
         "stuck",
         "wrong",
         "p50 ms",
-        "p99 ms"
+        "p99 ms",
+        "heard",
+        "predicted",
+        "right",
+        "wrong",
+        "ended"
     );
     for r in reports {
         println!(
-            "{:<10} {:>6} {:>9} {:>6} {:>6} {:>10} {:>6} {:>6} {:>9.2} {:>9.2}",
+            "{:<10} {:>6} {:>9} {:>6} {:>6} {:>10} {:>6} {:>6} {:>9.2} {:>9.2} {:>7} {:>9} {:>6} {:>6} {:>6}",
             r.name,
             r.events_sent,
             r.events_received,
@@ -285,6 +373,11 @@ fn print_report(args: &Args, reports: &[Report], network_lost: u64) {
             r.wrong_values,
             percentile(&r.latencies_us, 50.0) as f64 / 1000.0,
             percentile(&r.latencies_us, 99.0) as f64 / 1000.0,
+            r.mode.late,
+            r.mode.predicted,
+            r.mode.right,
+            r.mode.wrong,
+            r.mode.stuck_ended,
         );
     }
     println!(
@@ -296,4 +389,19 @@ fn print_report(args: &Args, reports: &[Report], network_lost: u64) {
     println!(
         "wrong = controller/program/bend/pressure values that differ from the sender's at the end."
     );
+    println!(
+        "In {} mode (the engine's timing decisions over what each player received): heard = events played late or dropped as too late;",
+        args.mode
+    );
+    println!(
+        "predicted = notes played from the agent before the real one arrived; right/wrong = how the real note judged them; ended = stuck notes the guard ended."
+    );
+    if args.mode == LatencyMode::Coherent
+        && let Some(r) = reports.first()
+    {
+        println!(
+            "coherent schedule-ahead at the end: {:.1} ms",
+            r.mode.ahead_ms
+        );
+    }
 }

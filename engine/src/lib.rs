@@ -13,10 +13,16 @@
 //! - [`EngineWorker`], the network half, on its own thread with a small tokio
 //!   runtime ([`EngineWorker::spawn`]). It talks to the network only through
 //!   the transport seam in [`net`]: [`NetCommand`]s out, [`NetEvent`]s in.
+//!   It also makes every timing decision that needs state, allocation or a
+//!   model ([`timing`], built from `jam-predict`): the adaptive jitter
+//!   buffer (live), the late-event policy and role-sensitive quantizer, the
+//!   coherent schedule-ahead, the player's agent (predictive, [`agent`]) and
+//!   the stuck-note guard. The audio thread only places the decided events.
 //!
 //! Per-peer figures (round-trip time, loss, recovered and late events) live
 //! in a fixed table of atomics ([`stats`]) that the editor and the CLI read
-//! through [`EngineControl`].
+//! through [`EngineControl`], with the predictions played, confirmed and
+//! contradicted and the stuck notes ended.
 //!
 //! ```
 //! use jam_engine::{Block, Engine, EngineConfig, EventBuffer, HostEvent, net};
@@ -56,9 +62,13 @@
 //!
 //! Not here: the transport itself (RTP-MIDI, AppleMIDI sessions, sockets:
 //! `jam-transport`, connected through [`net`]), the document's schema and
-//! sync protocol (`jam-session-crdt`), prediction and the coherent and
-//! predictive latency modes (`jam-predict`), the host API (`jam-plugin`).
+//! sync protocol (`jam-session-crdt`; it also is to carry the coherent
+//! schedule-ahead changes, [`EngineControl::take_ahead_proposals`] and
+//! [`EngineControl::apply_ahead`]), the timing and prediction algorithms
+//! themselves and agent training (`jam-predict`), the host API
+//! (`jam-plugin`).
 
+pub mod agent;
 pub mod capture;
 pub mod event;
 pub mod midi_manager;
@@ -70,22 +80,26 @@ pub mod session_sync;
 pub mod stats;
 pub mod synth;
 pub mod timeline;
+pub mod timing;
 pub mod worker;
 
+pub use agent::{AgentLoadError, AgentSource};
 pub use capture::{Recording, RecordingError, RecordingStart, RecordingSummary};
 pub use event::{EventBuffer, HostEvent, OutEvent, Received, RemoteEvent, StampedEvent};
+pub use jam_core::LatencyMode;
+pub use jam_predict::coherent::AheadChange;
 pub use midi_manager::{BlockClock, BlockTimer, HostTransport, MidiManager};
 pub use net::{NetCommand, NetEvent, NetLink, NetPort, Role, SessionAddress};
 pub use network::{NetworkConfig, NetworkError, NetworkInfo};
-pub use output::LatencyMode;
 pub use rt::{Block, EngineRt, Settings};
 pub use stats::{CounterView, EngineCounters, PeerTable, PeerView};
 pub use timeline::Timeline;
+pub use timing::{At, Placed, Timing};
 pub use worker::{EngineControl, EngineWorker, WorkerHandle};
 
 use jam_core::PeerId;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64};
 
 /// Remote participants with their own slot: MIDI channel, timbre and row in
 /// the peer table. MIDI has 16 channels.
@@ -107,6 +121,9 @@ pub struct EngineConfig {
     pub local_peer: PeerId,
     /// Initial sample rate (each block may change it).
     pub sample_rate: f32,
+    /// The player's agent for predictive mode, loaded by the worker when it
+    /// starts (a failure is logged; the modes work without an agent).
+    pub agent: Option<AgentSource>,
 }
 
 impl EngineConfig {
@@ -115,6 +132,7 @@ impl EngineConfig {
         EngineConfig {
             local_peer,
             sample_rate: 48_000.0,
+            agent: None,
         }
     }
 }
@@ -131,6 +149,43 @@ pub(crate) struct Shared {
     /// The session document as the worker last saw it. Writer: worker;
     /// readers: user interface, CLI. Never touched by the audio thread.
     pub(crate) session: std::sync::Mutex<session_sync::SessionView>,
+    /// The local time of the audio thread's latest block: the worker's
+    /// clock for its timing decisions. Writer: audio thread. Relaxed.
+    pub(crate) audio_now: AtomicU64,
+    /// The latency mode and interval of the latest block
+    /// ([`encode_placement`]). Writer: audio thread. Relaxed.
+    pub(crate) placement: AtomicU32,
+    /// Coherent schedule-ahead changes this engine proposed, not yet taken
+    /// by [`EngineControl::take_ahead_proposals`]. Worker and user
+    /// interface only; the audio thread never takes this lock.
+    ahead_proposals: std::sync::Mutex<Vec<AheadChange>>,
+}
+
+impl Shared {
+    pub(crate) fn ahead_proposals(&self) -> std::sync::MutexGuard<'_, Vec<AheadChange>> {
+        // A poisoned lock only means a reader panicked; the data is plain.
+        self.ahead_proposals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Packs a latency mode and interval into one atomic word.
+pub(crate) fn encode_placement(mode: LatencyMode, interval_beats: u32) -> u32 {
+    let m = LatencyMode::ALL
+        .iter()
+        .position(|&x| x == mode)
+        .unwrap_or(0) as u32;
+    m | (interval_beats.min(0x00FF_FFFF) << 8)
+}
+
+/// Unpacks [`encode_placement`].
+pub(crate) fn decode_placement(word: u32) -> (LatencyMode, u32) {
+    let mode = LatencyMode::ALL
+        .get((word & 0xFF) as usize)
+        .copied()
+        .unwrap_or_default();
+    (mode, (word >> 8).max(1))
 }
 
 /// Builds the engine's two halves.
@@ -156,7 +211,7 @@ impl Engine {
             MidiManager::new(config.local_peer),
             config.sample_rate,
         );
-        let worker = EngineWorker::new(out_rx, in_tx, shared);
+        let worker = EngineWorker::new(out_rx, in_tx, shared, config.agent);
         (rt, worker)
     }
 }

@@ -1,19 +1,23 @@
 //! The output manager: places remote events at the right sample of the right
 //! block, per latency mode, on the participant's own MIDI channel.
 //!
-//! - **Live**: an event plays as soon as possible. The block being rendered
-//!   stands for the time since the previous block started, so an event that
-//!   arrived `d` before this block's start time plays at `len - d·sr`: every
-//!   event is delayed by exactly one block period and their spacing is kept to
-//!   the sample. Events that arrived earlier than that (a stalled callback)
-//!   play at sample 0.
 //! - **Interval**: an event plays exactly N beats after the beat it was played
 //!   on, at the sample where that beat falls in this host's timeline (host
 //!   transport while it plays, else the session timeline). Events for later
 //!   blocks wait in a fixed-capacity scheduler ordered by target beat.
 //!
-//! Coherent and predictive modes belong to the prediction layer and will be
-//! added to [`LatencyMode`] with it.
+//! - **Live, predictive and coherent**: the worker decides
+//!   ([`crate::timing`]: jitter buffer, late-event policy, coherent
+//!   scheduler, predictions) and hands over [`Placed`] events with a local
+//!   time or a beat; this manager only puts each at its sample, holding the
+//!   ones for later blocks in fixed-capacity schedulers (by time and by
+//!   beat; among equal beats in the order every engine agrees on).
+//!   Remote events that reach it undecided (no participant slot known to
+//!   the worker's timing yet) play as soon as possible, as described next.
+//! - **As soon as possible** (undecided events): an event that arrived `d`
+//!   before this block's start time plays at `len - d·sr`: every such event
+//!   is delayed by exactly one block period and their spacing is kept to the
+//!   sample.
 //!
 //! **Channels.** A participant's slot is its MIDI channel on output (slot 0 →
 //! channel 1), so each remote player can be routed to its own instrument.
@@ -32,8 +36,10 @@
 
 use crate::midi_manager::BlockClock;
 use crate::stats::{EngineCounters, PeerTable};
+use crate::timing::{At, Placed};
 use crate::{EventBuffer, MAX_PEERS, OutEvent, Received, RemoteEvent};
-use jam_core::{Beats, ShortMessage};
+pub use jam_core::LatencyMode;
+use jam_core::{Beats, Micros, ShortMessage};
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
 use std::sync::atomic::Ordering;
@@ -52,17 +58,6 @@ pub const MAX_LATE: Beats = Beats(250_000);
 /// (after the timeline jumped back) can no longer line up and are dropped.
 pub const MAX_AHEAD: Beats = Beats(4_000_000);
 
-/// How remote events are placed in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum LatencyMode {
-    /// As soon as possible, spacing kept.
-    #[default]
-    Live,
-    /// Exactly `interval` whole beats after they were played.
-    Interval,
-}
-
 /// The latency mode and interval that apply to a block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Placement {
@@ -77,8 +72,11 @@ pub struct Placement {
 #[derive(Debug, Clone, Copy)]
 struct Held {
     target: Beats,
-    seq: u64,
+    /// Tie-break among equal targets (see [`Placed::order`]; arrival order
+    /// for interval mode).
+    order: (Beats, u64, u64),
     ev: RemoteEvent,
+    predicted: bool,
 }
 
 impl PartialEq for Held {
@@ -94,7 +92,33 @@ impl PartialOrd for Held {
 }
 impl Ord for Held {
     fn cmp(&self, o: &Self) -> CmpOrdering {
-        (o.target, o.seq).cmp(&(self.target, self.seq))
+        (o.target, o.order).cmp(&(self.target, self.order))
+    }
+}
+
+/// An event waiting for its local time; `BinaryHeap` pops the earliest.
+#[derive(Debug, Clone, Copy)]
+struct Timed {
+    at: Micros,
+    seq: u64,
+    ev: RemoteEvent,
+    predicted: bool,
+}
+
+impl PartialEq for Timed {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == CmpOrdering::Equal
+    }
+}
+impl Eq for Timed {}
+impl PartialOrd for Timed {
+    fn partial_cmp(&self, o: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Timed {
+    fn cmp(&self, o: &Self) -> CmpOrdering {
+        (o.at, o.seq).cmp(&(self.at, self.seq))
     }
 }
 
@@ -102,6 +126,7 @@ impl Ord for Held {
 #[derive(Debug)]
 pub struct OutputManager {
     held: BinaryHeap<Held>,
+    timed: BinaryHeap<Timed>,
     seq: u64,
     /// Keys sounding on each channel (bit k = key k), as sent to the host.
     sounding: [u128; MAX_PEERS],
@@ -116,6 +141,7 @@ impl OutputManager {
     pub fn new() -> Self {
         OutputManager {
             held: BinaryHeap::with_capacity(SCHEDULER_CAPACITY),
+            timed: BinaryHeap::with_capacity(SCHEDULER_CAPACITY),
             seq: 0,
             sounding: [0; MAX_PEERS],
             to_release: [0; MAX_PEERS],
@@ -126,13 +152,14 @@ impl OutputManager {
     /// Drops every held event and releases every sounding note.
     pub fn reset(&mut self) {
         self.held.clear();
+        self.timed.clear();
         self.release_all();
         self.last = None;
     }
 
-    /// Number of events waiting for their beat.
+    /// Number of events waiting for their beat or time.
     pub fn held(&self) -> usize {
-        self.held.len()
+        self.held.len() + self.timed.len()
     }
 
     fn release_all(&mut self) {
@@ -155,8 +182,10 @@ impl OutputManager {
     pub fn begin_block(&mut self, clock: &BlockClock, p: Placement) {
         if self.last.is_some_and(|l| l != p) {
             self.release_all();
-            if p.mode == LatencyMode::Live {
+            if self.last.is_some_and(|l| l.mode != p.mode) {
+                // Decisions made for the previous mode no longer apply.
                 self.held.clear();
+                self.timed.clear();
             }
         }
         self.last = Some(p);
@@ -188,12 +217,13 @@ impl OutputManager {
                 }
                 self.held.push(Held {
                     target,
-                    seq: self.seq,
+                    order: (Beats::ZERO, 0, self.seq),
                     ev,
+                    predicted: false,
                 });
                 self.seq += 1;
             }
-            LatencyMode::Live => {
+            _ => {
                 if ev.arrival.saturating_duration_since(ev.sent_at) > LIVE_LATE_AFTER {
                     peers.add_late(ev.slot);
                 }
@@ -204,8 +234,50 @@ impl OutputManager {
         }
     }
 
-    /// Moves every held event whose beat falls before the end of this block
-    /// into `out` (interval mode).
+    /// Takes one event the worker has placed: puts it in `out` when its
+    /// time or beat falls in this block (at sample 0 when already past),
+    /// else holds it.
+    pub fn accept_placed(
+        &mut self,
+        p: Placed,
+        clock: &BlockClock,
+        out: &mut EventBuffer<OutEvent>,
+        counters: &EngineCounters,
+    ) {
+        match p.at {
+            At::Time(t) => {
+                let offset = clock.offset_of_time(t);
+                if offset < clock.len as i64 {
+                    push_placed(out, offset.max(0) as u32, p.ev, p.predicted, counters);
+                } else if self.timed.len() >= self.timed.capacity() {
+                    counters.dropped_scheduled.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.timed.push(Timed {
+                        at: t,
+                        seq: self.seq,
+                        ev: p.ev,
+                        predicted: p.predicted,
+                    });
+                    self.seq += 1;
+                }
+            }
+            At::Beat(target) => {
+                if self.held.len() >= self.held.capacity() {
+                    counters.dropped_scheduled.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                self.held.push(Held {
+                    target,
+                    order: p.order,
+                    ev: p.ev,
+                    predicted: p.predicted,
+                });
+            }
+        }
+    }
+
+    /// Moves every held event whose beat or time falls before the end of
+    /// this block into `out`.
     pub fn emit_due(
         &mut self,
         clock: &BlockClock,
@@ -231,7 +303,15 @@ impl OutputManager {
                     continue;
                 }
             }
-            push_out(out, offset.max(0) as u32, h.ev, counters);
+            push_placed(out, offset.max(0) as u32, h.ev, h.predicted, counters);
+        }
+        while let Some(t) = self.timed.peek().copied() {
+            let offset = clock.offset_of_time(t.at);
+            if offset >= clock.len as i64 || out.is_full() {
+                break;
+            }
+            self.timed.pop();
+            push_placed(out, offset.max(0) as u32, t.ev, t.predicted, counters);
         }
     }
 
@@ -308,6 +388,30 @@ fn push_out(out: &mut EventBuffer<OutEvent>, offset: u32, ev: RemoteEvent, c: &E
             arrival: ev.arrival,
             recovered: ev.recovered,
         }),
+    };
+    if out.push(e).is_err() {
+        c.dropped_output.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// [`push_out`] for a decided event; a predicted note carries no
+/// [`Received`] (nothing was delivered).
+fn push_placed(
+    out: &mut EventBuffer<OutEvent>,
+    offset: u32,
+    ev: RemoteEvent,
+    predicted: bool,
+    c: &EngineCounters,
+) {
+    if !predicted {
+        return push_out(out, offset, ev, c);
+    }
+    let slot = ev.slot.min(MAX_PEERS as u8 - 1);
+    let e = OutEvent {
+        offset,
+        msg: ev.msg.with_channel(slot),
+        slot,
+        source: None,
     };
     if out.push(e).is_err() {
         c.dropped_output.fetch_add(1, Ordering::Relaxed);

@@ -19,6 +19,7 @@ use crate::net::Role;
 use crate::output::{LatencyMode, OutputManager, Placement};
 use crate::synth::MonitorSynth;
 use crate::timeline::Timeline;
+use crate::timing::Placed;
 use crate::{EventBuffer, HostEvent, OutEvent, RemoteEvent, Shared, StampedEvent};
 use jam_core::Micros;
 use std::sync::Arc;
@@ -36,6 +37,9 @@ pub(crate) enum Inbound {
     Timeline(Timeline),
     /// The participant in this slot left: release its notes.
     PeerGone(u8),
+    /// A remote event (or a predicted or guard-made one) whose time the
+    /// worker decided ([`crate::timing`]).
+    Placed(Placed),
 }
 
 /// User settings that apply to a block (the plugin's parameters, `jam peer`'s
@@ -174,6 +178,12 @@ impl EngineRt {
             self.role = s.role;
             shared.local_role.store(s.role.index(), Ordering::Relaxed);
         }
+        // The worker's clock and mode for its timing decisions.
+        shared.audio_now.store(block.now.0, Ordering::Relaxed);
+        shared.placement.store(
+            crate::encode_placement(s.latency, interval),
+            Ordering::Relaxed,
+        );
         self.synth.set_sample_rate(block.sample_rate);
         let clock =
             self.midi
@@ -201,7 +211,7 @@ impl EngineRt {
         self.output.begin_block(&clock, placement);
         let available = self.from_worker.slots();
         for _ in 0..available {
-            if s.latency == LatencyMode::Live && block.output.is_full() {
+            if s.latency != LatencyMode::Interval && block.output.is_full() {
                 break; // the rest waits in the ring for the next block
             }
             let Ok(item) = self.from_worker.pop() else {
@@ -218,12 +228,14 @@ impl EngineRt {
                 ),
                 Inbound::Timeline(t) => self.midi.set_timeline(t),
                 Inbound::PeerGone(slot) => self.output.release_slot(slot),
+                Inbound::Placed(p) => {
+                    self.output
+                        .accept_placed(p, &clock, block.output, &shared.counters)
+                }
             }
         }
-        if s.latency == LatencyMode::Interval {
-            self.output
-                .emit_due(&clock, block.output, &shared.peers, &shared.counters);
-        }
+        self.output
+            .emit_due(&clock, block.output, &shared.peers, &shared.counters);
         self.output.finish(block.output, &shared.counters);
 
         // Monitor synth.

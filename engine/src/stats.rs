@@ -37,8 +37,16 @@ struct SlotFigures {
     /// Events the recovery journal rebuilt. Writer: worker.
     recovered: AtomicU64,
     /// Events played later than their target (or dropped for it).
-    /// Writer: audio thread.
+    /// Writers: audio thread and worker (relaxed adds).
     late: AtomicU64,
+    /// Predicted notes played. Writer: worker.
+    predicted: AtomicU64,
+    /// Played predictions the real note confirmed. Writer: worker.
+    predictions_right: AtomicU64,
+    /// Played predictions the real note contradicted. Writer: worker.
+    predictions_wrong: AtomicU64,
+    /// Notes the stuck-note guard ended. Writer: worker.
+    stuck_ended: AtomicU64,
 }
 
 impl SlotFigures {
@@ -51,6 +59,10 @@ impl SlotFigures {
             events: AtomicU64::new(0),
             recovered: AtomicU64::new(0),
             late: AtomicU64::new(0),
+            predicted: AtomicU64::new(0),
+            predictions_right: AtomicU64::new(0),
+            predictions_wrong: AtomicU64::new(0),
+            stuck_ended: AtomicU64::new(0),
         }
     }
 }
@@ -86,6 +98,14 @@ pub struct PeerView {
     pub recovered: u64,
     /// Events played late (or dropped as too late).
     pub late: u64,
+    /// Predicted notes played (predictive mode).
+    pub predicted: u64,
+    /// Played predictions the real note confirmed.
+    pub predictions_right: u64,
+    /// Played predictions the real note contradicted (corrected or ended).
+    pub predictions_wrong: u64,
+    /// Notes held far too long that the stuck-note guard ended.
+    pub stuck_ended: u64,
 }
 
 impl PeerView {
@@ -119,6 +139,10 @@ pub struct EngineCounters {
     pub sent: AtomicU64,
     /// Blocks processed (audio thread).
     pub blocks: AtomicU64,
+    /// Remote events the worker has handled (placed, passed on or dropped).
+    pub handled: AtomicU64,
+    /// Worker ticks (time-driven work: predictions, stuck notes).
+    pub ticks: AtomicU64,
 }
 
 /// A snapshot of [`EngineCounters`].
@@ -140,6 +164,10 @@ pub struct CounterView {
     pub sent: u64,
     /// See [`EngineCounters::blocks`].
     pub blocks: u64,
+    /// See [`EngineCounters::handled`].
+    pub handled: u64,
+    /// See [`EngineCounters::ticks`].
+    pub ticks: u64,
 }
 
 impl EngineCounters {
@@ -155,6 +183,8 @@ impl EngineCounters {
             dropped_net_commands: r(&self.dropped_net_commands),
             sent: r(&self.sent),
             blocks: r(&self.blocks),
+            handled: r(&self.handled),
+            ticks: r(&self.ticks),
         }
     }
 }
@@ -162,7 +192,7 @@ impl EngineCounters {
 /// The fixed-size table of participants, one row per slot
 /// (`MAX_PEERS` rows), plus the connection state and the LAN peer list.
 ///
-/// Thread-safe: yes. Realtime-safe: only [`PeerTable::add_late`].
+/// Thread-safe: yes. Realtime-safe: only the `add_*` counters.
 #[derive(Debug)]
 pub struct PeerTable {
     figures: [SlotFigures; MAX_PEERS],
@@ -200,6 +230,33 @@ impl PeerTable {
     pub fn add_late(&self, slot: u8) {
         if let Some(f) = self.figures.get(slot as usize) {
             f.late.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts one predicted note played for `slot`. Realtime-safe: yes.
+    pub fn add_predicted(&self, slot: u8) {
+        if let Some(f) = self.figures.get(slot as usize) {
+            f.predicted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a played prediction as confirmed (`right`) or contradicted by
+    /// the real note. Realtime-safe: yes.
+    pub fn add_prediction_outcome(&self, slot: u8, right: bool) {
+        if let Some(f) = self.figures.get(slot as usize) {
+            let c = if right {
+                &f.predictions_right
+            } else {
+                &f.predictions_wrong
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts one note ended by the stuck-note guard. Realtime-safe: yes.
+    pub fn add_stuck(&self, slot: u8) {
+        if let Some(f) = self.figures.get(slot as usize) {
+            f.stuck_ended.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -246,7 +303,17 @@ impl PeerTable {
         info.last_slot.push((peer, slot as u8));
         let f = &self.figures[slot];
         f.rtt_us.store(NO_RTT, Ordering::Relaxed);
-        for a in [&f.expected, &f.lost, &f.events, &f.recovered, &f.late] {
+        for a in [
+            &f.expected,
+            &f.lost,
+            &f.events,
+            &f.recovered,
+            &f.late,
+            &f.predicted,
+            &f.predictions_right,
+            &f.predictions_wrong,
+            &f.stuck_ended,
+        ] {
             a.store(0, Ordering::Relaxed);
         }
         f.present.store(true, Ordering::Release);
@@ -345,6 +412,10 @@ impl PeerTable {
                 events: f.events.load(Ordering::Relaxed),
                 recovered: f.recovered.load(Ordering::Relaxed),
                 late: f.late.load(Ordering::Relaxed),
+                predicted: f.predicted.load(Ordering::Relaxed),
+                predictions_right: f.predictions_right.load(Ordering::Relaxed),
+                predictions_wrong: f.predictions_wrong.load(Ordering::Relaxed),
+                stuck_ended: f.stuck_ended.load(Ordering::Relaxed),
             });
         }
         out

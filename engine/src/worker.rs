@@ -13,6 +13,11 @@
 //!   sent and received goes into it, and it is ticked every [`WORKER_TICK`]
 //!   (see [`crate::capture`]); it is finished when the worker stops.
 //!
+//! - remote events and the time-driven work (predictions, stuck notes, the
+//!   coherent schedule-ahead) go through [`Timing`] per latency mode, and
+//!   leave as decided events ([`crate::timing::Placed`]); the worker's clock
+//!   is the time of the audio thread's latest block.
+//!
 //! Everything that may allocate, block or log happens here, never on the
 //! audio thread. The worker never waits on the network side either: a full
 //! command queue drops the command and counts it.
@@ -23,8 +28,10 @@ use crate::rt::Inbound;
 use crate::session_sync::{SessionRuntime, SessionSetup, SessionView};
 use crate::stats::{CounterView, PeerTable, PeerView};
 use crate::timeline::Timeline;
-use crate::{MAX_PEERS, RemoteEvent, Shared, StampedEvent};
-use jam_core::{Beats, MonotonicClock, PeerId};
+use crate::timing::{Placed, Timing};
+use crate::{AgentSource, MAX_PEERS, RemoteEvent, Shared, StampedEvent};
+use jam_core::{Beats, Micros, MonotonicClock, PeerId};
+use jam_predict::coherent::AheadChange;
 use jam_session_crdt::{Role as SessionRole, RoleAssignment};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -58,6 +65,9 @@ enum Control {
     StartCapture(Box<Recording>),
     Session(SessionControl),
     FinishCapture(oneshot::Sender<Option<Result<RecordingSummary, RecordingError>>>),
+    LoadAgent(AgentSource),
+    AgentModel(Vec<u8>),
+    ApplyAhead(AheadChange),
     Shutdown,
 }
 
@@ -189,6 +199,32 @@ impl EngineControl {
             .unwrap_or_default()
     }
 
+    /// Loads the player's agent for predictive mode from a sealed
+    /// `.agent` file (see [`crate::agent`]); a failure is logged and the
+    /// previous agent, if any, stays.
+    pub fn load_agent(&self, source: AgentSource) {
+        self.send(Control::LoadAgent(source));
+    }
+
+    /// Uses these (unsealed) agent model bytes for predictive mode; bad
+    /// bytes are logged and ignored.
+    pub fn set_agent_model(&self, bytes: Vec<u8>) {
+        self.send(Control::AgentModel(bytes));
+    }
+
+    /// Applies a coherent schedule-ahead change that some engine of the
+    /// session proposed (the session document carries them). Every engine
+    /// must apply the same set; the order does not matter.
+    pub fn apply_ahead(&self, change: AheadChange) {
+        self.send(Control::ApplyAhead(change));
+    }
+
+    /// The schedule-ahead changes this engine proposed (and applied) since
+    /// the last call, for the session document to carry to the others.
+    pub fn take_ahead_proposals(&self) -> Vec<AheadChange> {
+        std::mem::take(&mut *self.shared.ahead_proposals())
+    }
+
     /// The participants with their figures.
     pub fn peers(&self) -> Vec<PeerView> {
         self.shared.peers.snapshot()
@@ -234,6 +270,12 @@ pub struct EngineWorker {
     recording: Option<Recording>,
     /// The session document, once enabled.
     session: Option<Box<SessionRuntime>>,
+    /// Timing decisions per latency mode.
+    timing: Timing,
+    /// Scratch for decided events (reused).
+    placed: Vec<Placed>,
+    /// The agent to load when the worker starts.
+    agent: Option<AgentSource>,
 }
 
 /// A running worker thread. Dropping it stops and joins the thread.
@@ -275,6 +317,7 @@ impl EngineWorker {
         from_rt: rtrb::Consumer<StampedEvent>,
         to_rt: rtrb::Producer<Inbound>,
         shared: Arc<Shared>,
+        agent: Option<AgentSource>,
     ) -> Self {
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         EngineWorker {
@@ -288,6 +331,9 @@ impl EngineWorker {
             timeline: Timeline::default(),
             recording: None,
             session: None,
+            timing: Timing::new(),
+            placed: Vec::new(),
+            agent,
         }
     }
 
@@ -351,6 +397,9 @@ impl EngineWorker {
         let mut tick = tokio::time::interval(WORKER_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut net_open = true;
+        if let Some(source) = self.agent.take() {
+            self.load_agent(&source);
+        }
         loop {
             tokio::select! {
                 ev = net.events.recv(), if net_open => match ev {
@@ -367,6 +416,7 @@ impl EngineWorker {
                 _ = tick.tick() => {
                     self.flush(&net);
                     self.session_tick(&net);
+                    self.tick_timing();
                     if let Some(r) = &mut self.recording {
                         r.tick();
                     }
@@ -383,6 +433,51 @@ impl EngineWorker {
                 ),
                 Err(e) => tracing::error!("{e}"),
             }
+        }
+    }
+
+    fn load_agent(&mut self, source: &AgentSource) {
+        match crate::agent::load_agent(source) {
+            Ok(bytes) => self.set_model(bytes),
+            Err(e) => tracing::error!("{e}"),
+        }
+    }
+
+    fn set_model(&mut self, bytes: Vec<u8>) {
+        if let Err(e) = self.timing.set_model(bytes) {
+            tracing::error!("agent model: {e}");
+        }
+    }
+
+    /// The latency mode and interval of the audio thread's latest block.
+    fn placement(&self) -> (jam_core::LatencyMode, Beats) {
+        let (mode, interval) =
+            crate::decode_placement(self.shared.placement.load(Ordering::Relaxed));
+        (mode, Beats::from_beats(i64::from(interval)))
+    }
+
+    /// Time-driven timing work at the audio thread's latest block time.
+    fn tick_timing(&mut self) {
+        self.shared.counters.ticks.fetch_add(1, Ordering::Relaxed);
+        let now = self.shared.audio_now.load(Ordering::Relaxed);
+        if now == 0 {
+            return; // no block processed yet
+        }
+        let (mode, _) = self.placement();
+        let mut placed = std::mem::take(&mut self.placed);
+        let proposal = self.timing.handle_tick(
+            mode,
+            &self.timeline,
+            Micros(now),
+            &mut placed,
+            &self.shared.peers,
+        );
+        for p in placed.drain(..) {
+            self.push_to_rt(Inbound::Placed(p));
+        }
+        self.placed = placed;
+        if let Some(c) = proposal {
+            self.shared.ahead_proposals().push(c);
         }
     }
 
@@ -508,12 +603,20 @@ impl EngineWorker {
                 self.flush(net);
                 let _ = reply.send(self.finish_capture());
             }
+            Control::LoadAgent(source) => self.load_agent(&source),
+            Control::AgentModel(bytes) => self.set_model(bytes),
+            Control::ApplyAhead(change) => {
+                if let Err(e) = self.timing.apply_ahead(&self.timeline, change) {
+                    tracing::warn!("schedule-ahead change refused: {e}");
+                }
+            }
             Control::Shutdown => {}
         }
     }
 
     fn depart_all(&mut self) {
         for (_, slot) in std::mem::take(&mut self.slots) {
+            self.timing.peer_gone(slot);
             self.push_to_rt(Inbound::PeerGone(slot));
         }
         self.shared.peers.clear();
@@ -534,6 +637,7 @@ impl EngineWorker {
         }
         let s = self.shared.peers.join(peer, name, role)?;
         self.slots.insert(peer, s);
+        self.timing.set_peer(s, peer, role);
         Some(s)
     }
 
@@ -555,15 +659,22 @@ impl EngineWorker {
                     let beat = self.timeline.beat_at(jam_core::Clock::now(r.clock()));
                     r.peer_name(peer, &name, beat);
                 }
-                if self.slots.contains_key(&peer) {
+                if let Some(&slot) = self.slots.get(&peer) {
                     self.shared.peers.join(peer, &name, role);
+                    self.timing.set_peer(slot, peer, role);
                 } else if self.slot_for(peer, &name, role).is_none() {
                     tracing::warn!(%peer, "more than {MAX_PEERS} participants: {name} gets no channel");
                 }
             }
-            NetEvent::PeerRole { peer, role } => self.shared.peers.set_role(peer, role),
+            NetEvent::PeerRole { peer, role } => {
+                self.shared.peers.set_role(peer, role);
+                if let Some(&slot) = self.slots.get(&peer) {
+                    self.timing.set_peer(slot, peer, role);
+                }
+            }
             NetEvent::PeerLeft { peer, .. } => {
                 if let Some(slot) = self.slots.remove(&peer) {
+                    self.timing.peer_gone(slot);
                     self.shared.peers.leave(peer);
                     self.push_to_rt(Inbound::PeerGone(slot));
                 }
@@ -595,14 +706,32 @@ impl EngineWorker {
                         recovered,
                     });
                 }
-                self.push_to_rt(Inbound::Midi(RemoteEvent {
+                let ev = RemoteEvent {
                     slot,
                     msg,
                     beat,
                     sent_at,
                     arrival,
                     recovered,
-                }));
+                };
+                let (mode, interval) = self.placement();
+                let mut placed = std::mem::take(&mut self.placed);
+                let decided = self.timing.handle_event(
+                    mode,
+                    interval,
+                    &self.timeline,
+                    ev,
+                    &mut placed,
+                    &self.shared.peers,
+                );
+                for p in placed.drain(..) {
+                    self.push_to_rt(Inbound::Placed(p));
+                }
+                self.placed = placed;
+                if !decided {
+                    self.push_to_rt(Inbound::Midi(ev));
+                }
+                self.shared.counters.handled.fetch_add(1, Ordering::Relaxed);
             }
             NetEvent::PeerStats { peer, stats } => {
                 if let Some(&slot) = self.slots.get(&peer) {

@@ -2,8 +2,9 @@
 //!
 //! Ten simulated minutes at 48 kHz in 256-sample blocks with 8 remote peers
 //! streaming 50 events/s each through the real worker and rings, plus host
-//! notes going out, latency-mode switches, transport loops, timeline swaps
-//! and bursts that fill both rings. Every block runs under
+//! notes going out, switches through all four latency modes (live,
+//! coherent, interval, predictive with a trained agent predicting every
+//! peer), transport loops, timeline swaps and bursts that fill both rings. Every block runs under
 //! `assert_no_alloc` with its allocator installed for the whole test
 //! binary: any allocation or free inside `process_block` is counted and
 //! fails the test.
@@ -51,6 +52,10 @@ fn ten_simulated_minutes_with_eight_peers_never_allocate_or_block() {
     let (link, mut port) = net_link();
     let handle = worker.spawn(link).unwrap();
     let control = handle.control();
+    // An agent for predictive mode, trained on seeded melodies.
+    let lines = jam_predict::synth::motif_tunes(5, 8, 4);
+    let model = jam_predict::agent::markov::train(&lines, &Default::default());
+    control.set_agent_model(model.to_model_bytes());
 
     // Simulated time of the block being processed, published by the audio
     // thread (one relaxed store per block) for the feeder to pace itself.
@@ -143,15 +148,12 @@ fn ten_simulated_minutes_with_eight_peers_never_allocate_or_block() {
             for b in 0..blocks {
                 let now = Micros(b * BLOCK as u64 * 1_000_000 / SR as u64);
                 sim_now.store(now.0, Ordering::Relaxed);
-                // Every 30 s the mode flips; the host plays 4-bar loops in
-                // the first half, then stops (session timeline).
-                let minute_half = (now.0 / 30_000_000) % 2;
+                // Every 30 s the mode changes, through all four; the host
+                // plays 4-bar loops in the first half, then stops (session
+                // timeline).
+                let period = (now.0 / 30_000_000) as usize;
                 let settings = Settings {
-                    latency: if minute_half == 0 {
-                        LatencyMode::Live
-                    } else {
-                        LatencyMode::Interval
-                    },
+                    latency: LatencyMode::ALL[period % LatencyMode::ALL.len()],
                     interval_beats: 4,
                     role: if b % 5000 < 2500 {
                         Role::Rhythm
@@ -261,6 +263,9 @@ fn ten_simulated_minutes_with_eight_peers_never_allocate_or_block() {
     assert!(counters.dropped_incoming > 0, "{counters:?}");
     assert_eq!(counters.blocks, SIM_SECONDS * SR as u64 / BLOCK as u64);
     assert!(sent > 0 && sent == counters.sent);
+    // Predictive mode ran with the agent: predictions were played.
+    let predicted: u64 = peers.iter().map(|p| p.predicted).sum();
+    assert!(predicted > 0, "{peers:?}");
 }
 
 fn midi(peer: PeerId, n: u64, at_us: u64, on: bool) -> NetEvent {

@@ -230,6 +230,7 @@ impl JamPlugin {
         let local_peer = self.peer_id();
         let mut config = EngineConfig::new(local_peer);
         config.sample_rate = sample_rate;
+        config.agent = agent_source(&self.params);
         let ctx = NetContext {
             clock: self.clock,
             local_peer,
@@ -279,6 +280,18 @@ pub fn display_name(params: &JamParams) -> String {
 pub fn key_file(params: &JamParams) -> Option<PathBuf> {
     let k = read_field(&params.key_file);
     (!k.trim().is_empty()).then(|| PathBuf::from(k.trim()))
+}
+
+/// The player's agent for predictive mode, when both the agent file and
+/// the key file are set.
+pub fn agent_source(params: &JamParams) -> Option<jam_engine::AgentSource> {
+    let a = read_field(&params.agent);
+    let path = PathBuf::from(a.trim());
+    (!a.trim().is_empty()).then_some(())?;
+    Some(jam_engine::AgentSource {
+        path,
+        key_file: key_file(params)?,
+    })
 }
 
 /// Converts a host note event into a short MIDI message, if it is one.

@@ -43,12 +43,30 @@ impl From<RoleParam> for Role {
 /// How remote notes are placed in time, as a parameter.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LatencyParam {
-    /// As soon as they arrive.
+    /// As soon as they arrive, through an adaptive jitter buffer.
     #[id = "live"]
     Live,
     /// Exactly N beats after they were played.
     #[id = "interval"]
     Interval,
+    /// Every note at its beat plus one shared schedule-ahead: everyone
+    /// hears the same thing.
+    #[id = "coherent"]
+    Coherent,
+    /// Like live, with late notes played from the player's agent.
+    #[id = "predictive"]
+    Predictive,
+}
+
+impl From<LatencyParam> for LatencyMode {
+    fn from(p: LatencyParam) -> LatencyMode {
+        match p {
+            LatencyParam::Live => LatencyMode::Live,
+            LatencyParam::Interval => LatencyMode::Interval,
+            LatencyParam::Coherent => LatencyMode::Coherent,
+            LatencyParam::Predictive => LatencyMode::Predictive,
+        }
+    }
 }
 
 /// Everything the host automates and saves.
@@ -93,6 +111,10 @@ pub struct JamParams {
     /// same address; takes effect when the engine starts.
     #[persist = "listen"]
     pub listen: Arc<RwLock<String>>,
+    /// Path of the player's agent (`.agent`) for predictive mode (may be
+    /// empty); opened with `key_file` when the engine starts.
+    #[persist = "agent"]
+    pub agent: Arc<RwLock<String>>,
 }
 
 impl Default for JamParams {
@@ -128,6 +150,7 @@ impl Default for JamParams {
             key_file: Arc::new(RwLock::new(String::new())),
             peer_id: Arc::new(RwLock::new(String::new())),
             listen: Arc::new(RwLock::new(String::new())),
+            agent: Arc::new(RwLock::new(String::new())),
         }
     }
 }
@@ -137,10 +160,7 @@ impl JamParams {
     /// yes (atomic loads only).
     pub fn settings(&self) -> Settings {
         Settings {
-            latency: match self.latency.value() {
-                LatencyParam::Live => LatencyMode::Live,
-                LatencyParam::Interval => LatencyMode::Interval,
-            },
+            latency: self.latency.value().into(),
             interval_beats: self.interval.value().clamp(1, MAX_INTERVAL_BEATS) as u32,
             monitor: self.monitor.value(),
             level: self.level.value(),
@@ -190,14 +210,29 @@ mod tests {
     }
 
     #[test]
+    fn every_latency_mode_is_offered() {
+        let p = JamParams::default();
+        let modes: Vec<LatencyMode> = (0..LatencyParam::variants().len())
+            .map(|i| LatencyParam::from_index(i).into())
+            .collect();
+        assert_eq!(modes.len(), LatencyMode::ALL.len());
+        for m in LatencyMode::ALL {
+            assert!(modes.contains(&m), "{m} missing");
+        }
+        assert_eq!(p.latency.value(), LatencyParam::Live);
+    }
+
+    #[test]
     fn persisted_fields_round_trip() {
         let a = JamParams::default();
         write_field(&a.session, "127.0.0.1:5004");
         write_field(&a.display_name, "Ana");
+        write_field(&a.agent, "/home/ana/ana.agent");
         let saved = a.serialize_fields();
         let b = JamParams::default();
         b.deserialize_fields(&saved);
         assert_eq!(read_field(&b.session), "127.0.0.1:5004");
         assert_eq!(read_field(&b.display_name), "Ana");
+        assert_eq!(read_field(&b.agent), "/home/ana/ana.agent");
     }
 }

@@ -55,8 +55,8 @@
 //! [`Prediction`](agent::Prediction)s, small `Copy` values, through a ring
 //! (see [`agent`]).
 //!
-//! Not here: the engine that owns the per-peer state and the rings
-//! (`jam-engine`), sealed `.agent` files and reading captures (`jam-capture`,
+//! Not here: the engine that owns the per-peer state and the rings and
+//! drives these pieces on its worker thread (`jam-engine`'s `timing`), sealed `.agent` files and reading captures (`jam-capture`,
 //! driven by the `jam` CLI), the session document (`jam-session-crdt`).
 
 pub mod agent;

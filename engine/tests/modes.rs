@@ -1,0 +1,450 @@
+//! The latency modes end to end: real engines (audio-thread half, worker
+//! thread, rings), remote players at the `NetPort` seam, their packets
+//! carried by the seeded network emulator (`jam_transport::netem`) with
+//! delay, jitter and loss, and time simulated block by block.
+//!
+//! - Coherent: four engines hear each other; every engine renders the same
+//!   events at the same samples in the same order, and the schedule-ahead
+//!   follows the measured p99 delay, changed only at a bar boundary.
+//! - Predictive: an agent trained in the test from a Standard MIDI File
+//!   (the trainer API), sealed into a real `.agent` file and loaded with
+//!   the key file, predicts a remote player's notes; predicted notes are
+//!   played, counted right or wrong, and `process_block` never allocates.
+
+use assert_no_alloc::{AllocDisabler, assert_no_alloc, reset_violation_count, violation_count};
+use jam_capture::Identity;
+use jam_capture::agent::{AgentMeta, TrainingSummary, write_agent};
+use jam_core::{Beats, LatencyMode, Micros, PeerId, ShortMessage};
+use jam_engine::net::{NetEvent, NetPort, Role, net_link};
+use jam_engine::{
+    AgentSource, Block, Engine, EngineConfig, EngineControl, EngineRt, EventBuffer,
+    MAX_EVENTS_PER_BLOCK, OutEvent, Settings, Timeline, WorkerHandle,
+};
+use jam_predict::agent::markov;
+use jam_transport::netem::{LinkConfig, Network};
+use rand::SeedableRng;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static A: AllocDisabler = AllocDisabler;
+
+const SR: f64 = 48_000.0;
+const BLOCK: usize = 256;
+
+fn block_time(b: u64) -> Micros {
+    Micros(b * BLOCK as u64 * 1_000_000 / SR as u64)
+}
+
+/// Spins (yielding) until `f` holds; fails after 20 s naming `what`.
+fn spin_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::yield_now();
+    }
+}
+
+/// One engine with its worker and its end of the seam.
+struct Rig {
+    rt: EngineRt,
+    handle: Option<WorkerHandle>,
+    control: EngineControl,
+    port: NetPort,
+    out: EventBuffer<OutEvent>,
+    left: Vec<f32>,
+    right: Vec<f32>,
+}
+
+impl Rig {
+    fn new(me: PeerId, agent: Option<AgentSource>) -> Rig {
+        let mut config = EngineConfig::new(me);
+        config.agent = agent;
+        let (rt, worker) = Engine::new(config);
+        let (link, port) = net_link();
+        let handle = worker.spawn(link).unwrap();
+        let control = handle.control();
+        Rig {
+            rt,
+            handle: Some(handle),
+            control,
+            port,
+            out: EventBuffer::with_capacity(MAX_EVENTS_PER_BLOCK),
+            left: vec![0.0; BLOCK],
+            right: vec![0.0; BLOCK],
+        }
+    }
+
+    fn feed(&mut self, ev: NetEvent) {
+        self.port.events.blocking_send(ev).unwrap();
+    }
+
+    /// Waits until the worker has handled every remote event fed so far.
+    fn settle(&self, midi_fed: u64) {
+        spin_until("the worker to handle the events", || {
+            self.control.counters().handled >= midi_fed
+        });
+    }
+
+    /// Processes one block under `assert_no_alloc`; returns its events.
+    fn block(&mut self, now: Micros, mode: LatencyMode) -> Vec<OutEvent> {
+        let settings = Settings {
+            latency: mode,
+            ..Settings::default()
+        };
+        let (rt, out, left, right) = (&mut self.rt, &mut self.out, &mut self.left, &mut self.right);
+        assert_no_alloc(|| {
+            rt.process_block(&mut Block {
+                now,
+                sample_rate: SR as f32,
+                transport: Default::default(),
+                settings,
+                input: &[],
+                output: out,
+                left,
+                right,
+            })
+        });
+        self.out.as_slice().to_vec()
+    }
+
+    fn slot_owners(&self) -> BTreeMap<u8, PeerId> {
+        self.control
+            .peers()
+            .into_iter()
+            .map(|p| (p.slot, p.peer))
+            .collect()
+    }
+
+    fn stop(mut self) {
+        if let Some(h) = self.handle.take() {
+            h.stop();
+        }
+    }
+}
+
+fn joined(peer: PeerId, role: Role) -> NetEvent {
+    NetEvent::PeerJoined {
+        peer,
+        name: format!("p{}", peer.0[0]),
+        role,
+        address: None,
+    }
+}
+
+fn midi(peer: PeerId, msg: ShortMessage, sent: Micros, arrival: Micros) -> NetEvent {
+    NetEvent::Midi {
+        peer,
+        msg,
+        sent_at: sent,
+        beat: Some(Timeline::default().beat_at(sent)),
+        arrival,
+        recovered: false,
+    }
+}
+
+/// Encodes an event number as a datagram payload.
+fn payload(i: usize) -> Vec<u8> {
+    (i as u64).to_be_bytes().to_vec()
+}
+
+fn index(p: &[u8]) -> usize {
+    u64::from_be_bytes(p.try_into().unwrap()) as usize
+}
+
+#[test]
+fn coherent_engines_render_the_same_events_on_the_same_samples_in_the_same_order() {
+    const N: usize = 4;
+    const SECONDS: u64 = 14;
+    let peers: Vec<PeerId> = (0..N as u8).map(|i| PeerId([i + 1; 16])).collect();
+    let mut rigs: Vec<Rig> = peers.iter().map(|&p| Rig::new(p, None)).collect();
+    for (e, rig) in rigs.iter_mut().enumerate() {
+        for (j, &p) in peers.iter().enumerate() {
+            if j != e {
+                rig.feed(joined(p, Role::Rhythm));
+            }
+        }
+    }
+    // Every player plays eighth notes at 120 BPM (note-off 100 ms later),
+    // offset from each other, some on the same beat as another's.
+    let mut played: Vec<(Micros, usize, ShortMessage)> = Vec::new();
+    for (j, _) in peers.iter().enumerate() {
+        let mut t = 500_000 + (j as u64 % 2) * 62_500;
+        let mut k = 0u8;
+        while t < (SECONDS - 3) * 1_000_000 {
+            let key = 36 + (k + j as u8 * 7) % 24;
+            played.push((Micros(t), j, ShortMessage::note_on(0, key, 100)));
+            played.push((Micros(t + 100_000), j, ShortMessage::note_off(0, key, 0)));
+            t += 250_000;
+            k += 1;
+        }
+    }
+    played.sort_by_key(|&(t, j, _)| (t, j));
+    // 15-45 ms one way, per link, seeded.
+    let link = LinkConfig::default()
+        .delay(Duration::from_millis(15))
+        .jitter(Duration::from_millis(3));
+    let mut net: Network<u8> = Network::new(7, link);
+    let mut next = 0;
+    let mut midi_fed = [0u64; N];
+    let mut rendered: Vec<Vec<(u64, PeerId, ShortMessage)>> = vec![Vec::new(); N];
+    let mut changes = Vec::new();
+    reset_violation_count();
+    let blocks = SECONDS * SR as u64 / BLOCK as u64;
+    for b in 0..blocks {
+        let now = block_time(b);
+        while next < played.len() && played[next].0 <= now {
+            let (t, j, _) = played[next];
+            for to in 0..N {
+                if to != j {
+                    net.send(t, j as u8, to as u8, payload(next));
+                }
+            }
+            next += 1;
+        }
+        while let Some(d) = net.poll_deliver(now) {
+            let (sent, j, msg) = played[index(&d.payload)];
+            rigs[d.to as usize].feed(midi(peers[j], msg, sent, d.deliver_at));
+            midi_fed[d.to as usize] += 1;
+        }
+        // The session document: every proposal reaches every engine.
+        let proposals: Vec<_> = rigs
+            .iter()
+            .flat_map(|r| r.control.take_ahead_proposals())
+            .collect();
+        if !proposals.is_empty() {
+            for &c in &proposals {
+                for r in &rigs {
+                    r.control.apply_ahead(c);
+                }
+            }
+            changes.extend(proposals);
+            // Let every worker take them in before time moves on (they
+            // start at least a bar later, so this is only for the test's
+            // faster-than-real time).
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for (e, rig) in rigs.iter_mut().enumerate() {
+            rig.settle(midi_fed[e]);
+            let owners = rig.slot_owners();
+            for o in rig.block(now, LatencyMode::Coherent) {
+                let at = b * BLOCK as u64 + u64::from(o.offset);
+                rendered[e].push((at, owners[&o.slot], o.msg.with_channel(0)));
+            }
+        }
+    }
+    let violations = violation_count();
+    let counters: Vec<_> = rigs.iter().map(|r| r.control.counters()).collect();
+    let late: Vec<u64> = rigs
+        .iter()
+        .flat_map(|r| r.control.peers())
+        .map(|p| p.late)
+        .collect();
+    for r in rigs {
+        r.stop();
+    }
+    assert_eq!(violations, 0);
+    // Each engine renders every note of the three others.
+    let per_player = played.len() / N;
+    for (e, r) in rendered.iter().enumerate() {
+        assert_eq!(r.len(), 3 * per_player, "engine {e}: {:?}", counters[e]);
+    }
+    assert!(late.iter().all(|&l| l == 0), "late: {late:?}");
+    // Any two engines: the events of the players both hear, identical in
+    // sample and order.
+    for a in 0..N {
+        for b in a + 1..N {
+            let common = |r: &[(u64, PeerId, ShortMessage)]| -> Vec<(u64, PeerId, ShortMessage)> {
+                r.iter()
+                    .filter(|(_, p, _)| *p != peers[a] && *p != peers[b])
+                    .copied()
+                    .collect()
+            };
+            let (x, y) = (common(&rendered[a]), common(&rendered[b]));
+            assert_eq!(x.len(), 2 * per_player);
+            assert_eq!(x, y, "engines {a} and {b} disagree");
+        }
+    }
+    // Every note renders at its beat plus the schedule-ahead: 0.25 beat
+    // until the first change, which starts on a bar boundary and shrinks it
+    // towards the measured p99 + margin.
+    eprintln!("schedule-ahead changes: {changes:?}");
+    assert!(!changes.is_empty());
+    let first = changes.iter().map(|c| c.from).min().unwrap();
+    assert_eq!(
+        first.0 % Beats::from_beats(4).0,
+        0,
+        "{first:?} is not on a bar"
+    );
+    let tl = Timeline::default();
+    let one_sample = Beats((Beats::PER_BEAT as f64 * 2.0 / SR).ceil() as i64);
+    let mut offsets = Vec::new();
+    for &(at, p, m) in rendered[0].iter().filter(|(_, _, m)| m.is_note_on()) {
+        let j = peers.iter().position(|&q| q == p).unwrap();
+        let render = tl.beat_at(Micros(at * 1_000_000 / SR as u64));
+        // The latest time this player played this note before it rendered.
+        let sent = played
+            .iter()
+            .filter(|&&(t, pj, pm)| pj == j && pm == m && tl.beat_at(t) <= render)
+            .map(|&(t, _, _)| t)
+            .next_back()
+            .unwrap();
+        let intended = tl.beat_at(sent);
+        let ahead = render - intended;
+        if intended < first {
+            assert!(
+                (ahead - Beats(Beats::PER_BEAT / 4)).0.abs() <= one_sample.0,
+                "{ahead:?} at {intended:?}"
+            );
+        }
+        offsets.push(ahead);
+    }
+    let last = *offsets.last().unwrap();
+    assert!(last < Beats(Beats::PER_BEAT / 4 - one_sample.0), "{last:?}");
+}
+
+/// A Standard MIDI File of a melody that repeats a two-bar motif.
+fn motif_smf() -> Vec<u8> {
+    use midly::{
+        Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind,
+    };
+    let motif = [
+        60u8, 62, 64, 65, 67, 65, 64, 62, 60, 64, 67, 72, 67, 64, 62, 60,
+    ];
+    let mut track = vec![TrackEvent {
+        delta: 0.into(),
+        kind: TrackEventKind::Meta(MetaMessage::Tempo(500_000.into())),
+    }];
+    for n in 0..24 {
+        for (i, &k) in motif.iter().enumerate() {
+            // Eighth notes at 480 ticks per beat: 240 ticks apart.
+            let gap = if n == 0 && i == 0 { 0 } else { 40 };
+            track.push(TrackEvent {
+                delta: gap.into(),
+                kind: TrackEventKind::Midi {
+                    channel: 0.into(),
+                    message: MidiMessage::NoteOn {
+                        key: k.into(),
+                        vel: 90.into(),
+                    },
+                },
+            });
+            track.push(TrackEvent {
+                delta: 200.into(),
+                kind: TrackEventKind::Midi {
+                    channel: 0.into(),
+                    message: MidiMessage::NoteOff {
+                        key: k.into(),
+                        vel: 0.into(),
+                    },
+                },
+            });
+        }
+    }
+    track.push(TrackEvent {
+        delta: 0.into(),
+        kind: TrackEventKind::Meta(MetaMessage::EndOfTrack),
+    });
+    let smf = Smf {
+        header: Header::new(Format::SingleTrack, Timing::Metrical(480.into())),
+        tracks: vec![track],
+    };
+    let mut bytes = Vec::new();
+    smf.write_std(&mut bytes).unwrap();
+    bytes
+}
+
+#[test]
+fn predictive_mode_plays_counts_and_reconciles_predictions_from_a_sealed_agent() {
+    // Train from a MIDI file, seal the model into an agent file.
+    let dir = tempfile::tempdir().unwrap();
+    let mid = dir.path().join("motif.mid");
+    std::fs::write(&mid, motif_smf()).unwrap();
+    let lines =
+        jam_predict::midi::lines_from_smf(&std::fs::read(&mid).unwrap(), jam_predict::Role::Melody)
+            .unwrap();
+    let model = markov::train(&lines, &markov::MarkovConfig::default()).to_model_bytes();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let me = Identity::generate(&mut rng);
+    let key_file = dir.path().join("me.key");
+    std::fs::write(&key_file, me.to_secret_string().as_bytes()).unwrap();
+    let agent_path = dir.path().join("me.agent");
+    let meta = AgentMeta {
+        owner: me.to_public(),
+        owner_name: "me".into(),
+        kind: "markov-v1".into(),
+        version: 1,
+        created_unix_micros: 0,
+        training: TrainingSummary::default(),
+    };
+    let file = std::fs::File::create(&agent_path).unwrap();
+    write_agent(file, &meta, &mut &model[..], &[me.to_public()], &mut rng).unwrap();
+
+    let player = PeerId([9; 16]);
+    let mut rig = Rig::new(
+        PeerId([1; 16]),
+        Some(AgentSource {
+            path: agent_path,
+            key_file,
+        }),
+    );
+    rig.feed(joined(player, Role::Melody));
+    // The player plays the motif it was trained on; 8 % of packets are
+    // lost, the rest are 20 ms late plus exponential jitter.
+    let motif = [
+        60u8, 62, 64, 65, 67, 65, 64, 62, 60, 64, 67, 72, 67, 64, 62, 60,
+    ];
+    let mut played = Vec::new();
+    let mut t = 500_000u64;
+    for i in 0..96 {
+        let k = motif[i % motif.len()];
+        played.push((Micros(t), ShortMessage::note_on(0, k, 90)));
+        played.push((Micros(t + 200_000), ShortMessage::note_off(0, k, 0)));
+        t += 250_000;
+    }
+    played.sort_by_key(|&(t, _)| t);
+    let link = LinkConfig::default()
+        .delay(Duration::from_millis(20))
+        .jitter(Duration::from_millis(6))
+        .loss(0.08);
+    let mut net: Network<u8> = Network::new(3, link);
+    let (mut next, mut midi_fed) = (0, 0u64);
+    let mut predicted_out = 0u64;
+    let blocks = (t / 1_000_000 + 3) * SR as u64 / BLOCK as u64;
+    for b in 0..blocks {
+        let now = block_time(b);
+        while next < played.len() && played[next].0 <= now {
+            net.send(played[next].0, 1, 0, payload(next));
+            next += 1;
+        }
+        while let Some(d) = net.poll_deliver(now) {
+            let (sent, msg) = played[index(&d.payload)];
+            rig.feed(midi(player, msg, sent, d.deliver_at));
+            midi_fed += 1;
+        }
+        rig.settle(midi_fed);
+        // Lock step with the worker's clock: a tick after this block's time
+        // was published.
+        let ticks = rig.control.counters().ticks;
+        let out = rig.block(now, LatencyMode::Predictive);
+        predicted_out += out
+            .iter()
+            .filter(|o| o.source.is_none() && o.msg.is_note_on())
+            .count() as u64;
+        spin_until("a worker tick", || {
+            rig.control.counters().ticks >= ticks + 2
+        });
+    }
+    let violations = violation_count();
+    let peer = rig.control.peers().remove(0);
+    rig.stop();
+    eprintln!("{peer:?}, predicted notes out {predicted_out}");
+    assert_eq!(violations, 0, "process_block allocated");
+    assert!(peer.predicted > 0, "{peer:?}");
+    assert_eq!(peer.predicted, predicted_out);
+    assert!(peer.predictions_right > 0, "{peer:?}");
+    assert!(
+        peer.predictions_right + peer.predictions_wrong <= peer.predicted,
+        "{peer:?}"
+    );
+}
