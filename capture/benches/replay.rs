@@ -28,15 +28,9 @@ use jam_capture::writer::{CaptureConfig, CaptureWriter};
 use jam_core::Micros;
 use rand::{RngExt, SeedableRng};
 
-/// True when run by `cargo bench` to measure (not listing, not test mode).
-fn measuring() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--list")
-}
-
 /// Length of the recorded session.
 fn session() -> Duration {
-    if measuring() {
+    if jam_tests::bench::measuring() {
         Duration::from_secs(3600)
     } else {
         Duration::from_secs(20)
@@ -162,7 +156,7 @@ criterion_group!(benches, bench);
 
 fn main() {
     benches();
-    if measuring() {
+    if jam_tests::bench::measuring() {
         distribution();
     }
     Criterion::default().configure_from_args().final_summary();

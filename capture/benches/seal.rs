@@ -25,14 +25,8 @@ use rand::SeedableRng;
 /// Bytes per `write_all` / `read` call.
 const IO_BLOCK: usize = 1 << 20;
 
-/// True when run by `cargo bench` to measure (not listing, not test mode).
-fn measuring() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--list")
-}
-
 fn size() -> usize {
-    if !measuring() {
+    if !jam_tests::bench::measuring() {
         return 1 << 20;
     }
     std::env::var("JAM_BENCH_SEAL_MIB")
@@ -283,7 +277,7 @@ criterion_group!(benches, bench);
 
 fn main() {
     benches();
-    if measuring() && std::env::var("JAM_BENCH_RATIO").as_deref() != Ok("0") {
+    if jam_tests::bench::measuring() && std::env::var("JAM_BENCH_RATIO").as_deref() != Ok("0") {
         ratio();
     }
     Criterion::default().configure_from_args().final_summary();

@@ -1,105 +1,40 @@
 //! `jam peer` and `jam demo` as a user runs them: real processes, real
 //! sockets on loopback, real MIDI files.
 
-use std::io::{BufRead, BufReader};
+use jam_tests::jam_peer::JamPeer;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn jam() -> Command {
     Command::new(env!("CARGO_BIN_EXE_jam"))
 }
 
-/// A format-0 MIDI file: a five-note scale, then a volume change.
+/// A format-0 MIDI file: a five-note scale, then a volume change; returns
+/// the messages in order.
 fn write_scale(path: &Path) -> Vec<Vec<u8>> {
-    use midly::num::{u4, u7, u15, u24, u28};
-    use midly::{
-        Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind,
-    };
-    let midi = |delta: u32, message| TrackEvent {
-        delta: u28::new(delta),
-        kind: TrackEventKind::Midi {
-            channel: u4::new(0),
-            message,
-        },
-    };
-    let mut track = vec![TrackEvent {
-        delta: u28::new(0),
-        kind: TrackEventKind::Meta(MetaMessage::Tempo(u24::new(500_000))),
-    }];
-    let mut expected = Vec::new();
-    for (i, key) in [60u8, 62, 64, 65, 67].into_iter().enumerate() {
-        let on = MidiMessage::NoteOn {
-            key: u7::new(key),
-            vel: u7::new(100),
-        };
-        let off = MidiMessage::NoteOff {
-            key: u7::new(key),
-            vel: u7::new(64),
-        };
-        track.push(midi(if i == 0 { 0 } else { 120 }, on));
-        track.push(midi(120, off));
-        expected.push(vec![0x90, key, 100]);
-        expected.push(vec![0x80, key, 64]);
-    }
-    track.push(midi(
-        0,
-        MidiMessage::Controller {
-            controller: u7::new(7),
-            value: u7::new(99),
-        },
-    ));
-    expected.push(vec![0xB0, 7, 99]);
-    track.push(TrackEvent {
-        delta: u28::new(0),
-        kind: TrackEventKind::Meta(MetaMessage::EndOfTrack),
-    });
-    let smf = Smf {
-        header: Header::new(Format::SingleTrack, Timing::Metrical(u15::new(480))),
-        tracks: vec![track],
-    };
-    smf.save(path).unwrap();
-    expected
+    let mut events = jam_tests::smf::scale();
+    events.push((0, vec![0xB0, 7, 99]));
+    jam_tests::smf::write(path, 480, 500_000, &events);
+    events.into_iter().map(|(_, m)| m).collect()
 }
 
-/// Starts a listening peer on a free port pair and returns it with its
-/// control address (read from its first stderr line).
-fn listening_peer(
-    name: &str,
-    extra: &[&str],
-) -> (Child, String, BufReader<std::process::ChildStderr>) {
-    let mut child = jam()
-        .args(["peer", "--name", name, "--listen", "127.0.0.1:0", "--print"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let control = line
-        .split("listening on control ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-        .to_string();
-    (child, control, err)
+/// A listening `jam peer` of this build on a free port pair.
+fn listening_peer(name: &str, extra: &[&str]) -> JamPeer {
+    let jam = Path::new(env!("CARGO_BIN_EXE_jam"));
+    JamPeer::start_bin(jam, name, "127.0.0.1:0", extra)
 }
 
-fn json_lines(out: &[u8]) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not json ({e}): {l}")))
-        .collect()
-}
+/// How long a peer with a `--duration` of a few seconds may take to end.
+const EXIT_LIMIT: Duration = Duration::from_secs(60);
 
 #[test]
 fn two_peers_exchange_a_midi_file_and_end_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let song = dir.path().join("scale.mid");
     let expected = write_scale(&song);
-    let (bob, control, _bob_err) = listening_peer("bob", &["--duration", "6"]);
+    let bob = listening_peer("bob", &["--duration", "6"]);
+    let control = bob.control().to_string();
     let alice = jam()
         .args([
             "peer",
@@ -119,9 +54,10 @@ fn two_peers_exchange_a_midi_file_and_end_cleanly() {
         "{}",
         String::from_utf8_lossy(&alice.stderr)
     );
-    let bob = bob.wait_with_output().unwrap();
+    let bob = bob.finish(EXIT_LIMIT);
     assert!(bob.status.success());
-    let lines = json_lines(&bob.stdout);
+    assert!(bob.not_json.is_empty(), "not json: {:?}", bob.not_json);
+    let lines = bob.lines;
     let got: Vec<Vec<u8>> = lines
         .iter()
         .map(|l| {
@@ -142,7 +78,8 @@ fn two_peers_exchange_a_midi_file_and_end_cleanly() {
 
 #[test]
 fn a_peer_that_is_told_to_stop_ends_its_sessions() {
-    let (bob, control, mut bob_err) = listening_peer("bob", &["--duration", "3"]);
+    let bob = listening_peer("bob", &["--duration", "3"]);
+    let control = bob.control().to_string();
     let mut alice = jam()
         .args(["peer", "--name", "alice", "--listen", "127.0.0.1:0"])
         .args(["--invite", &control, "--duration", "1"])
@@ -150,10 +87,9 @@ fn a_peer_that_is_told_to_stop_ends_its_sessions() {
         .spawn()
         .unwrap();
     assert!(alice.wait().unwrap().success());
-    let bob = bob.wait_with_output().unwrap();
+    let bob = bob.finish(EXIT_LIMIT);
     assert!(bob.status.success());
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut bob_err, &mut log).unwrap();
+    let log = bob.stderr.join("\n");
     assert!(log.contains("joined alice"), "{log}");
     assert!(log.contains("alice left (ByeReceived)"), "{log}");
 }

@@ -2,10 +2,11 @@
 //! process, three real `jam peer` processes joining one session by name on
 //! loopback, everything through the relay, end-to-end encrypted.
 
+use jam_tests::jamd::JamdProcess;
+use jam_tests::process::KillOnDrop as Killed;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -13,55 +14,10 @@ fn jam() -> Command {
     Command::new(env!("CARGO_BIN_EXE_jam"))
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_ports() -> (SocketAddr, SocketAddr) {
-    let t = TcpListener::bind("127.0.0.1:0").unwrap();
-    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-    (t.local_addr().unwrap(), u.local_addr().unwrap())
-}
-
-fn start_jamd(dir: &Path) -> (Killed, String) {
-    let bin = jam_tests::workspace_bin("jam-control-plane", "jamd");
-    let (http, relay) = free_ports();
-    let child = Command::new(bin)
-        .args(["serve", "--data-dir"])
-        .arg(dir)
-        .args(["--http-listen", &http.to_string()])
-        .args(["--relay-listen", &relay.to_string()])
-        .args(["--registration", "open"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("jamd starts");
-    let base = format!("http://{http}");
-    wait_listening(http);
-    (Killed(child), base)
-}
-
-fn wait_listening(http: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(http).is_err() {
-        assert!(Instant::now() < deadline, "jamd did not listen on {http}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A MIDI file: five note-on/note-off pairs, 125 ms apart; returns the
 /// messages in order.
 fn write_scale(path: &Path) -> Vec<Vec<u8>> {
-    let mut events = Vec::new();
-    for (i, key) in [60u8, 62, 64, 65, 67].into_iter().enumerate() {
-        events.push((if i == 0 { 0 } else { 120 }, vec![0x90, key, 100]));
-        events.push((120, vec![0x80, key, 64]));
-    }
+    let events = jam_tests::smf::scale();
     jam_tests::smf::write(path, 480, 500_000, &events);
     events.into_iter().map(|(_, m)| m).collect()
 }
@@ -177,7 +133,8 @@ fn wait_for(rx: &mpsc::Receiver<String>, what: &str, log: &mut Vec<String>) {
 #[test]
 fn three_jam_peers_join_one_session_through_jamd_and_hear_every_note() {
     let dir = tempfile::tempdir().unwrap();
-    let (_jamd, base) = start_jamd(&dir.path().join("jamd"));
+    let jamd = JamdProcess::start(&dir.path().join("jamd"));
+    let base = jamd.base();
     let song = dir.path().join("scale.mid");
     let expected = write_scale(&song);
 

@@ -390,7 +390,7 @@ async fn main() {
     // (`cargo test --all-targets`, nextest's `--list`): this load test is
     // minutes long and changes scheduler priorities, so it runs only when
     // asked for as a benchmark.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !jam_tests::bench::measuring() {
         return;
     }
     let a = args();

@@ -6,22 +6,14 @@
 mod common;
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::relay_client::RelayClient;
 use common::{Backend, TestServer};
 use fantoccini::{ClientBuilder, Locator};
+use jam_tests::process::KillOnDrop;
 use reqwest::{Method, StatusCode};
-
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -87,7 +79,7 @@ async fn dashboard_shows_a_live_session_and_follows_a_leave() {
     }
 
     let port = free_port();
-    let _driver = Driver(
+    let _driver = KillOnDrop(
         Command::new(&chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())

@@ -4,27 +4,22 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use jam_tests::process::KillOnDrop;
 use serde_json::{Value, json};
 
 fn jamd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_jamd"))
 }
 
+/// A serving `jamd`, killed and reaped on drop.
 struct Running {
-    child: Child,
+    child: KillOnDrop,
     base: String,
     lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Starts `jamd` with `args` and waits for the line announcing its address.
@@ -53,7 +48,7 @@ fn serve(args: &[&str], envs: &[(&str, &str)]) -> Running {
     });
     // From here on the guard kills and reaps jamd, whatever happens.
     let mut running = Running {
-        child,
+        child: KillOnDrop(child),
         base: String::new(),
         lines: rx,
     };
@@ -190,7 +185,7 @@ async fn self_hoster_flow_with_invites() {
     assert_eq!(s, 403);
 
     // SIGTERM stops it cleanly.
-    let pid = srv.child.id().to_string();
+    let pid = srv.child.0.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -201,7 +196,7 @@ async fn self_hoster_flow_with_invites() {
     let mut srv = srv;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let status = loop {
-        if let Some(s) = srv.child.try_wait().unwrap() {
+        if let Some(s) = srv.child.0.try_wait().unwrap() {
             break s;
         }
         assert!(std::time::Instant::now() < deadline, "jamd ignored SIGTERM");

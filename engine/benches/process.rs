@@ -151,8 +151,7 @@ fn bench(c: &mut Criterion) {
     // time). Only in a real benchmark run (`cargo bench` passes `--bench`):
     // not when a test runner lists the benchmarks (`--list`) or runs them
     // once as tests.
-    let args: Vec<String> = std::env::args().collect();
-    if !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--list") {
+    if !jam_tests::bench::measuring() {
         return;
     }
     let minutes: u64 = std::env::var("JAM_BENCH_MINUTES")

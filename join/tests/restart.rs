@@ -6,44 +6,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Heard, join_peer, listen, play, wait_joined};
 use jam_join::Jamd;
-
-struct JamdProcess {
-    child: Child,
-}
-
-impl Drop for JamdProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_ports() -> (SocketAddr, SocketAddr) {
-    let t = TcpListener::bind("127.0.0.1:0").unwrap();
-    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-    (t.local_addr().unwrap(), u.local_addr().unwrap())
-}
-
-fn start(bin: &Path, dir: &Path, http: SocketAddr, relay: SocketAddr) -> JamdProcess {
-    let child = Command::new(bin)
-        .args(["serve", "--data-dir"])
-        .arg(dir)
-        .args(["--http-listen", &http.to_string()])
-        .args(["--relay-listen", &relay.to_string()])
-        .args(["--registration", "open"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("jamd starts");
-    JamdProcess { child }
-}
+use jam_tests::jamd::{JamdProcess, free_ports};
 
 async fn wait_healthy(base: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -61,11 +28,10 @@ async fn wait_healthy(base: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_reconnect_by_themselves_after_jamd_is_killed_and_restarted() {
-    let bin = jam_tests::workspace_bin("jam-control-plane", "jamd");
     let dir = tempfile::tempdir().unwrap();
     let (http, relay) = free_ports();
-    let base = format!("http://{http}");
-    let mut jamd = start(&bin, dir.path(), http, relay);
+    let mut jamd = JamdProcess::start_on(dir.path(), http, relay);
+    let base = jamd.base();
     wait_healthy(&base).await;
 
     let mut peers = Vec::new();
@@ -101,18 +67,10 @@ async fn peers_reconnect_by_themselves_after_jamd_is_killed_and_restarted() {
     }
 
     // SIGKILL: no goodbye, no flush.
-    let pid = jamd.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-KILL", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let _ = jamd.child.wait();
+    jamd.kill();
     let killed = Instant::now();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    jamd = start(&bin, dir.path(), http, relay);
+    jamd = JamdProcess::start_on(dir.path(), http, relay);
     wait_healthy(&base).await;
     let restarted = killed.elapsed();
 

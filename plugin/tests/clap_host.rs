@@ -18,32 +18,14 @@
 //! binary.
 #![allow(unsafe_code, reason = "loading a CLAP entry is unsafe by nature")]
 
-use clack_host::events::event_types::{
-    NoteOffEvent, NoteOnEvent, ParamValueEvent, TransportEvent, TransportFlags,
-};
-use clack_host::events::{EventFlags, Match};
+use clack_host::events::event_types::TransportEvent;
 use clack_host::prelude::*;
-use clack_host::utils::{BeatTime, SecondsTime};
 use jam_core::{Beats, Micros, PeerId, ShortMessage};
 use jam_engine::net::{NetCommand, NetEvent, NetPort, Role};
+use jam_tests::clap_host::{Instance, push_note, push_param, transport};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-struct Host;
-struct Shared;
-
-impl SharedHandler<'_> for Shared {
-    fn request_restart(&self) {}
-    fn request_process(&self) {}
-    fn request_callback(&self) {}
-}
-
-impl HostHandlers for Host {
-    type Shared<'a> = Shared;
-    type MainThread<'a> = ();
-    type AudioProcessor<'a> = ();
-}
 
 /// A note event from the plugin's output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,74 +37,25 @@ struct OutNote {
     on: bool,
 }
 
-/// One hosted instance.
-struct Hosted {
-    instance: PluginInstance<Host>,
-    processor: Option<StartedPluginAudioProcessor<Host>>,
-}
-
-fn transport(playing: bool, tempo: f64, beat: f64) -> TransportEvent {
-    let mut flags = TransportFlags::HAS_TEMPO | TransportFlags::HAS_BEATS_TIMELINE;
-    if playing {
-        flags |= TransportFlags::IS_PLAYING;
-    }
-    TransportEvent {
-        header: EventHeader::new_core(0, EventFlags::empty()),
-        flags,
-        song_pos_beats: BeatTime::from_float(beat),
-        song_pos_seconds: SecondsTime::from_float(beat * 60.0 / tempo),
-        tempo,
-        tempo_inc: 0.0,
-        loop_start_beats: BeatTime::from_int(0),
-        loop_end_beats: BeatTime::from_int(0),
-        loop_start_seconds: SecondsTime::from_int(0),
-        loop_end_seconds: SecondsTime::from_int(0),
-        bar_start: BeatTime::from_int(0),
-        bar_number: 0,
-        time_signature_numerator: 4,
-        time_signature_denominator: 4,
-    }
-}
+/// One hosted instance of the plugin.
+struct Hosted(Instance);
 
 impl Hosted {
     fn new(entry: &PluginEntry) -> Hosted {
-        let factory = entry.get_plugin_factory().expect("a plugin factory");
-        let desc = factory
-            .plugin_descriptors()
-            .next()
-            .expect("one plugin in the bundle");
-        assert_eq!(desc.id().unwrap().to_bytes(), b"com.jam-togthr.jam");
-        assert_eq!(desc.name().unwrap().to_bytes(), b"jam.togthr");
-        let info =
-            HostInfo::new("jam-tests", "jam.togthr", "https://example.invalid", "0.1").unwrap();
-        let instance =
-            PluginInstance::<Host>::new(|_| Shared, |_| (), entry, desc.id().unwrap(), &info)
-                .expect("the plugin instantiates");
-        Hosted {
-            instance,
-            processor: None,
-        }
+        let instance = Instance::new(entry, "jam-tests").expect("the plugin instantiates");
+        assert_eq!(instance.id(), "com.jam-togthr.jam");
+        assert_eq!(instance.name(), "jam.togthr");
+        Hosted(instance)
     }
 
     fn activate(&mut self, sample_rate: f64, max_frames: u32) {
-        let stopped = self
-            .instance
-            .activate(
-                |_, _| (),
-                PluginAudioConfiguration {
-                    sample_rate,
-                    min_frames_count: 1,
-                    max_frames_count: max_frames,
-                },
-            )
+        self.0
+            .activate(sample_rate, max_frames)
             .expect("the plugin activates");
-        self.processor = Some(stopped.start_processing().expect("processing starts"));
     }
 
     fn deactivate(&mut self) {
-        if let Some(p) = self.processor.take() {
-            self.instance.deactivate(p.stop_processing());
-        }
+        self.0.deactivate();
     }
 
     /// Processes one block; `notes` are (time, key, on) on channel 0, and
@@ -138,86 +71,26 @@ impl Hosted {
     ) -> (Vec<f32>, Vec<f32>, Vec<OutNote>) {
         let mut input = EventBuffer::new();
         for &(id, value) in params {
-            let ev = ParamValueEvent::new(0, ClapId::new(param_hash(id)), Pckn::match_all(), value);
-            input.push(&ev);
+            push_param(&mut input, id, value);
         }
         for &(time, key, on) in notes {
-            let pckn = Pckn::new(0u16, 0u16, key as u16, Match::All);
-            if on {
-                input.push(&NoteOnEvent::new(time, pckn, 0.8));
-            } else {
-                input.push(&NoteOffEvent::new(time, pckn, 0.0));
-            }
+            push_note(&mut input, time, key, on, if on { 0.8 } else { 0.0 });
         }
-        // Preallocated, as a real-time host does: the plugin pushes into it
-        // from `process`, where allocation is forbidden.
-        let mut output = EventBuffer::with_capacity(4096);
-        let mut left = vec![0.0f32; frames];
-        let mut right = vec![0.0f32; frames];
-        let mut in_ports = AudioPorts::with_capacity(0, 0);
-        let mut out_ports = AudioPorts::with_capacity(2, 1);
-        {
-            let in_audio = in_ports.with_input_buffers(std::iter::empty::<
-                AudioPortBuffer<
-                    std::iter::Empty<InputChannel<f32>>,
-                    std::iter::Empty<InputChannel<f64>>,
-                >,
-            >());
-            let mut out_audio = out_ports.with_output_buffers([AudioPortBuffer {
-                latency: 0,
-                channels: AudioPortBufferType::f32_output_only(
-                    [left.as_mut_slice(), right.as_mut_slice()].into_iter(),
-                ),
-            }]);
-            self.processor
-                .as_mut()
-                .expect("activated")
-                .process(
-                    &in_audio,
-                    &mut out_audio,
-                    &InputEvents::from_buffer(&input),
-                    &mut OutputEvents::from_buffer(&mut output),
-                    None,
-                    Some(t),
-                )
-                .expect("process succeeds");
-        }
-        let mut notes_out = Vec::new();
-        for e in output.iter() {
-            if let Some(n) = e.as_event::<NoteOnEvent>() {
-                notes_out.push(out_note(block, n.header().time(), n.pckn(), true));
-            } else if let Some(n) = e.as_event::<NoteOffEvent>() {
-                notes_out.push(out_note(block, n.header().time(), n.pckn(), false));
-            }
-        }
-        (left, right, notes_out)
+        let out = self
+            .0
+            .process(frames, &input, None, t)
+            .expect("process succeeds");
+        let notes_out = (out.notes.iter())
+            .map(|n| OutNote {
+                block,
+                time: n.time,
+                channel: n.channel,
+                key: n.key,
+                on: n.on,
+            })
+            .collect();
+        (out.left.to_vec(), out.right.to_vec(), notes_out)
     }
-}
-
-impl Drop for Hosted {
-    fn drop(&mut self) {
-        self.deactivate();
-    }
-}
-
-fn out_note(block: usize, time: u32, p: Pckn, on: bool) -> OutNote {
-    let get = |m: Match<u16>| m.into_specific().map_or(-1, |v| v as i16);
-    OutNote {
-        block,
-        time,
-        channel: get(p.channel),
-        key: get(p.key),
-        on,
-    }
-}
-
-/// nice-plug's CLAP parameter id for a string id.
-fn param_hash(id: &str) -> u32 {
-    let mut h: u32 = 0;
-    for b in id.bytes() {
-        h = h.wrapping_mul(31).wrapping_add(b as u32);
-    }
-    h & !(1 << 31)
 }
 
 #[test]

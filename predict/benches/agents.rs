@@ -26,7 +26,7 @@ use std::path::PathBuf;
 const GROUP: &str = "predict_per_event";
 
 fn corpus() -> (Vec<NoteSeq>, Vec<NoteSeq>) {
-    if common::measuring()
+    if jam_tests::bench::measuring()
         && let Some(c) = common::chorales()
     {
         return c;
@@ -119,7 +119,7 @@ fn onnxruntime_in_a_child() {
         .status()
         .expect("start the onnx runtime case");
     assert!(status.success(), "the onnx runtime case failed: {status}");
-    if !common::measuring() {
+    if !jam_tests::bench::measuring() {
         return;
     }
     let mean = |id: &str| -> Option<f64> {

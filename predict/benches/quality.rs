@@ -25,12 +25,15 @@ use std::time::Instant;
 type Trainer<'a> = Box<dyn Fn() -> Vec<u8> + 'a>;
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    if jam_tests::bench::listing() {
         // Test runners (nextest) list targets first: this binary holds no
         // tests, and anything printed here would break their listing.
         return;
     }
-    let (train, test, corpus) = match common::measuring().then(common::chorales).flatten() {
+    let (train, test, corpus) = match jam_tests::bench::measuring()
+        .then(common::chorales)
+        .flatten()
+    {
         Some((train, test)) => (train, test, "Bach chorale sopranos"),
         None => (
             common::synthetic(1, 40),

@@ -62,6 +62,7 @@
 //! `cargo test` / `cargo nextest` (no `--bench`) this binary does nothing.
 
 use jam_core::{MonotonicClock, ShortMessage};
+use jam_tests::bench::Mode;
 use jam_tests::pymidi::{self, PymidiPeer};
 use jam_transport::driver::{Driver, DriverConfig, DriverHandle};
 use jam_transport::participant::{Participant, ParticipantConfig, ParticipantEvent};
@@ -547,14 +548,16 @@ fn loadavg() -> String {
 type Run = Box<dyn Fn(Plan) -> Vec<u64>>;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list") {
+    match jam_tests::bench::mode() {
         // Test listers (nextest) find no tests here.
-        return;
-    }
-    if !args.iter().any(|a| a == "--bench") {
-        eprintln!("latency: a benchmark; run it with `cargo bench -p jam-tests --bench latency`");
-        return;
+        Mode::List => return,
+        Mode::Test => {
+            eprintln!(
+                "latency: a benchmark; run it with `cargo bench -p jam-tests --bench latency`"
+            );
+            return;
+        }
+        Mode::Measure => {}
     }
     let notes = env_or("JAM_LATENCY_NOTES", 3000) as usize;
     let rounds = env_or("JAM_LATENCY_ROUNDS", 5).max(1) as usize;

@@ -12,6 +12,7 @@ use jam_session_crdt::{
     Confidence, Profile, Role, RoleAssignment, RoleSource, SessionConfig, SessionDoc,
     SessionSettings,
 };
+use jam_tests::bench::Mode;
 use jam_tests::session_mesh::{MeshNode, peer_of};
 use jam_transport::netem::{LinkConfig, Network, Sim};
 use std::time::{Duration, Instant};
@@ -67,14 +68,14 @@ fn converged(sim: &Sim<u8, MeshNode>) -> bool {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list") {
-        // Test runners list targets first: this binary holds no tests.
-        return;
-    }
-    // `cargo bench` passes --bench; anything else (`cargo test
-    // --all-targets`) gets a quick smoke run of the same scenario.
-    let full = args.iter().any(|a| a == "--bench");
+    // Test runners list targets first: this binary holds no tests.
+    // `cargo bench` measures; anything else (`cargo test --all-targets`)
+    // gets a quick smoke run of the same scenario.
+    let full = match jam_tests::bench::mode() {
+        Mode::List => return,
+        Mode::Test => false,
+        Mode::Measure => true,
+    };
     let peers = env("JAM_PEERS", if full { 50 } else { 4 }) as u8;
     let secs = env("JAM_PARTITION_SECS", if full { 60 } else { 2 });
     let seed = env("JAM_SEED", 1);

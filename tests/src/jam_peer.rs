@@ -1,9 +1,10 @@
 //! [`JamPeer`]: the real `jam peer` binary as a test peer, with `--print`
 //! output read as JSON lines.
 
-use crate::process::JsonChild;
+use crate::process::{Exited, JsonChild};
 use serde_json::Value;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
@@ -22,7 +23,12 @@ impl JamPeer {
     /// whose other peer runs against a clock builds `jam` first
     /// ([`crate::workspace_bin`]).
     pub fn start(name: &str, listen: &str, extra: &[&str]) -> JamPeer {
-        let jam = crate::workspace_bin("jam-cli", "jam");
+        JamPeer::start_bin(&crate::workspace_bin("jam-cli", "jam"), name, listen, extra)
+    }
+
+    /// [`JamPeer::start`] with the `jam` binary at `jam` (the jam-cli
+    /// crate's own tests run the binary cargo built for them).
+    pub fn start_bin(jam: &Path, name: &str, listen: &str, extra: &[&str]) -> JamPeer {
         let mut cmd = Command::new(jam);
         cmd.args(["peer", "--name", name, "--listen", listen, "--print"])
             .args(extra);
@@ -65,6 +71,12 @@ impl JamPeer {
     /// status and every MIDI line it printed.
     pub fn wait(self, limit: Duration) -> (ExitStatus, Vec<Value>) {
         self.proc.wait(limit)
+    }
+
+    /// [`JamPeer::wait`], returning also what it printed that was not JSON
+    /// and its stderr after the listening line.
+    pub fn finish(self, limit: Duration) -> Exited {
+        self.proc.finish(limit)
     }
 }
 

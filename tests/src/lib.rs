@@ -4,11 +4,17 @@
 //! - this file: finding tools ([`require_tool`], [`require_python`]), the
 //!   workspace ([`workspace_root`], [`workspace_bin`]) and CI ([`in_ci`]);
 //! - [`process`]: [`process::JsonChild`], a child process that prints JSON
-//!   lines (the shape of every external test peer here);
+//!   lines (the shape of every external test peer here), and
+//!   [`process::KillOnDrop`];
 //! - [`pymidi`]: pymidi 0.5.0 as an AppleMIDI peer in a subprocess
 //!   (`tests/python/pymidi_peer.py`), receiving and, with its own packet
 //!   builder, sending RTP-MIDI;
 //! - [`jam_peer`]: the `jam peer` binary as a test peer;
+//! - [`jamd`]: the `jamd` binary serving on loopback;
+//! - [`clap_host`]: hosting the plugin's CLAP entry with clack-host (the
+//!   plugin's own tests and the `jam-clap-host` binary);
+//! - [`bench`]: how a `harness = false` benchmark was started (listed by a
+//!   test runner, run once as a test, or measuring);
 //! - [`tshark`]: live captures on `lo` and reading them back through
 //!   tshark's AppleMIDI and RTP-MIDI dissectors;
 //! - [`smf`]: writing Standard MIDI Files for `jam peer --play`.
@@ -29,7 +35,10 @@ pub mod session_mesh;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod bench;
+pub mod clap_host;
 pub mod jam_peer;
+pub mod jamd;
 pub mod process;
 pub mod pymidi;
 pub mod smf;

@@ -3,6 +3,9 @@
 //!
 //! Both test peers that run as processes speak this way: the pymidi script
 //! (`tests/python/pymidi_peer.py`) and `jam peer --print`.
+//!
+//! [`KillOnDrop`] is the plain guard for any other child process a test
+//! starts (a `jamd`, a `jam peer` whose pipes the test reads itself).
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
@@ -17,9 +20,26 @@ pub struct JsonChild {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<Value>,
+    /// Lines on stdout that were not JSON.
+    not_json: Receiver<String>,
     stderr: Receiver<String>,
     /// Every JSON line taken from `lines` so far, in order.
     seen: Vec<Value>,
+}
+
+/// What a [`JsonChild`] left behind when it exited: see
+/// [`JsonChild::finish`].
+#[derive(Debug)]
+pub struct Exited {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Every JSON line it printed on stdout, in order.
+    pub lines: Vec<Value>,
+    /// The lines on stdout that were not JSON (a `--print` output must have
+    /// none).
+    pub not_json: Vec<String>,
+    /// Its stderr lines not already taken by [`JsonChild::expect_stderr`].
+    pub stderr: Vec<String>,
 }
 
 impl JsonChild {
@@ -35,6 +55,7 @@ impl JsonChild {
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, lines) = mpsc::channel();
+        let (ntx, not_json) = mpsc::channel();
         let tag = label.to_string();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -42,7 +63,10 @@ impl JsonChild {
                     Ok(v) => {
                         let _ = tx.send(v);
                     }
-                    Err(_) => eprintln!("{tag} (stdout): {line}"),
+                    Err(_) => {
+                        eprintln!("{tag} (stdout): {line}");
+                        let _ = ntx.send(line);
+                    }
                 }
             }
         });
@@ -59,6 +83,7 @@ impl JsonChild {
             stdin: child.stdin.take(),
             child,
             lines,
+            not_json,
             stderr: stderr_lines,
             seen: Vec::new(),
         }
@@ -142,7 +167,14 @@ impl JsonChild {
     /// Waits up to `limit` for the process to exit on its own, then returns
     /// its status and every JSON line it printed (including those already
     /// taken). Kills it and panics if it does not exit in time.
-    pub fn wait(mut self, limit: Duration) -> (ExitStatus, Vec<Value>) {
+    pub fn wait(self, limit: Duration) -> (ExitStatus, Vec<Value>) {
+        let exited = self.finish(limit);
+        (exited.status, exited.lines)
+    }
+
+    /// [`JsonChild::wait`], returning also the stdout lines that were not
+    /// JSON and the stderr lines nothing took yet.
+    pub fn finish(mut self, limit: Duration) -> Exited {
         self.stdin = None;
         let end = Instant::now() + limit;
         let status = loop {
@@ -155,11 +187,22 @@ impl JsonChild {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        // The reader thread ends at EOF; take what it still holds.
-        while let Ok(v) = self.lines.recv_timeout(Duration::from_secs(2)) {
-            self.seen.push(v);
+        // The reader threads end at EOF; take what they still hold.
+        fn drain<T>(rx: &Receiver<T>, into: &mut Vec<T>) {
+            while let Ok(v) = rx.recv_timeout(Duration::from_secs(2)) {
+                into.push(v);
+            }
         }
-        (status, std::mem::take(&mut self.seen))
+        drain(&self.lines, &mut self.seen);
+        let (mut not_json, mut stderr) = (Vec::new(), Vec::new());
+        drain(&self.not_json, &mut not_json);
+        drain(&self.stderr, &mut stderr);
+        Exited {
+            status,
+            lines: std::mem::take(&mut self.seen),
+            not_json,
+            stderr,
+        }
     }
 }
 
@@ -167,5 +210,16 @@ impl Drop for JsonChild {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A child process that is killed and reaped when this guard drops,
+/// whatever happens in the test (a panic included).
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

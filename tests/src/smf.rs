@@ -39,3 +39,16 @@ pub fn write(path: &Path, ticks_per_beat: u16, us_per_beat: u32, events: &[(u32,
     smf.save(path)
         .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
+
+/// The five-note scale several tests play (C D E F G, each 120 ticks long
+/// and 120 ticks apart, velocity 100, released with velocity 64), as
+/// events for [`write`]: at 480 ticks per beat and 120 BPM, a note every
+/// 125 ms.
+pub fn scale() -> Vec<(u32, Vec<u8>)> {
+    let mut events = Vec::new();
+    for (i, key) in [60u8, 62, 64, 65, 67].into_iter().enumerate() {
+        events.push((if i == 0 { 0 } else { 120 }, vec![0x90, key, 100]));
+        events.push((120, vec![0x80, key, 64]));
+    }
+    events
+}

@@ -18,11 +18,12 @@
 //!   a host stall long enough to re-anchor the block clock (the host reports
 //!   those, and pairs that span one are not checked to the sample).
 
+use jam_tests::jam_peer::JamPeer;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 /// The bundle, the host and `jam`, built once before any process starts
 /// (building takes seconds; a peer started first would be waiting).
@@ -44,32 +45,15 @@ fn host() -> Command {
     c
 }
 
-fn jam() -> Command {
-    Command::new(&paths().2)
+/// A listening `jam peer` and its control address.
+fn jam_peer(name: &str, extra: &[&str]) -> (JamPeer, String) {
+    let peer = JamPeer::start_bin(&paths().2, name, "127.0.0.1:0", extra);
+    let control = peer.control().to_string();
+    (peer, control)
 }
 
-/// A listening `jam peer` and its control address (from its first line).
-fn jam_peer(name: &str, extra: &[&str]) -> (Child, String) {
-    let mut child = jam()
-        .args(["peer", "--name", name, "--listen", "127.0.0.1:0", "--print"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let control = line
-        .split("listening on control ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-        .to_string();
-    // Keep draining stderr so the peer never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-    (child, control)
-}
+/// How long a peer with a `--duration` of a few seconds may take to end.
+const EXIT_LIMIT: Duration = Duration::from_secs(60);
 
 fn run_host(args: &[&str]) -> Value {
     let out = host().args(args).output().unwrap();
@@ -84,53 +68,17 @@ fn run_host(args: &[&str]) -> Value {
 /// A format-0 file: 60 62 64 65 67, each 125 ms long, one every 250 ms
 /// (120 BPM, 480 ticks per beat), after a 1 s lead-in.
 fn write_scale(path: &Path) -> Vec<(u64, u8, bool)> {
-    use midly::num::{u4, u7, u15, u24, u28};
-    use midly::{
-        Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind,
-    };
-    let midi = |delta: u32, message| TrackEvent {
-        delta: u28::new(delta),
-        kind: TrackEventKind::Midi {
-            channel: u4::new(0),
-            message,
-        },
-    };
-    let mut track = vec![TrackEvent {
-        delta: u28::new(0),
-        kind: TrackEventKind::Meta(MetaMessage::Tempo(u24::new(500_000))),
-    }];
+    let mut events = Vec::new();
     let mut expected = Vec::new();
     for (i, key) in [60u8, 62, 64, 65, 67].into_iter().enumerate() {
-        let vel = u7::new(100);
-        track.push(midi(
-            if i == 0 { 960 } else { 120 },
-            MidiMessage::NoteOn {
-                key: u7::new(key),
-                vel,
-            },
-        ));
-        track.push(midi(
-            120,
-            MidiMessage::NoteOff {
-                key: u7::new(key),
-                vel: u7::new(0),
-            },
-        ));
+        events.push((if i == 0 { 960 } else { 120 }, vec![0x90, key, 100]));
+        events.push((120, vec![0x80, key, 0]));
         // Sample times at 48 kHz from the file's start.
         let on = 48_000 + i as u64 * 12_000;
         expected.push((on, key, true));
         expected.push((on + 6_000, key, false));
     }
-    track.push(TrackEvent {
-        delta: u28::new(0),
-        kind: TrackEventKind::Meta(MetaMessage::EndOfTrack),
-    });
-    Smf {
-        header: Header::new(Format::SingleTrack, Timing::Metrical(u15::new(480))),
-        tracks: vec![track],
-    }
-    .save(path)
-    .unwrap();
+    jam_tests::smf::write(path, 480, 500_000, &events);
     expected
 }
 
@@ -165,12 +113,10 @@ fn notes_played_into_the_plugin_reach_a_jam_peer_as_packets() {
         "60,62,64",
     ]);
     assert_eq!(report["peak"], 0.0, "nobody played to alice");
-    let out = bob.wait_with_output().unwrap();
+    let out = bob.finish(EXIT_LIMIT);
     assert!(out.status.success());
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    assert!(out.not_json.is_empty(), "not json: {:?}", out.not_json);
+    let lines = out.lines;
     let midi: Vec<Vec<u8>> = lines
         .iter()
         .map(|l| {
@@ -304,7 +250,7 @@ fn two_plugin_hosts_in_two_processes_play_to_each_other() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(500));
     let player = run_host(&[
         "--seconds",
         "5",
@@ -381,11 +327,9 @@ fn state_saved_in_one_host_restores_the_session_in_another() {
     assert_eq!(second["state"]["params"]["interval"]["i32"], 8);
     assert_eq!(second["state"]["fields"]["display-name"], "\"carol\"");
     // It rejoined the saved session under the saved name and played into it.
-    let out = peer.wait_with_output().unwrap();
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let out = peer.finish(EXIT_LIMIT);
+    assert!(out.not_json.is_empty(), "not json: {:?}", out.not_json);
+    let lines = out.lines;
     assert!(
         lines
             .iter()

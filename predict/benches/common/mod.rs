@@ -5,12 +5,6 @@ use jam_predict::midi::lines_from_smf;
 use jam_predict::{NoteSeq, Role};
 use std::path::{Path, PathBuf};
 
-/// True when run by `cargo bench` to measure (not listing, not test mode).
-pub(crate) fn measuring() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--list")
-}
-
 /// The chorale sopranos as (train, test) lines, split as
 /// `predict/corpus/chorales.txt` says: from `$JAM_CHORALES`, else
 /// `target/chorales` (extracted there first with the project venv's

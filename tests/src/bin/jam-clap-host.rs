@@ -28,57 +28,14 @@
 
 use anyhow::{Context, Result, bail};
 use clack_extensions::state::PluginState;
-use clack_host::events::event_types::{
-    NoteOffEvent, NoteOnEvent, ParamValueEvent, TransportEvent, TransportFlags,
-};
-use clack_host::events::{EventFlags, Match};
 use clack_host::prelude::*;
-use clack_host::utils::{BeatTime, SecondsTime};
+use jam_tests::clap_host::{Host, Instance, push_note, push_param, transport};
 use serde_json::{Value, json};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const RATE: f64 = 48_000.0;
 const BLOCK: usize = 256;
-
-struct Host;
-struct Shared;
-
-impl SharedHandler<'_> for Shared {
-    fn request_restart(&self) {}
-    fn request_process(&self) {}
-    fn request_callback(&self) {}
-}
-
-impl HostHandlers for Host {
-    type Shared<'a> = Shared;
-    type MainThread<'a> = ();
-    type AudioProcessor<'a> = ();
-
-    fn declare_extensions(builder: &mut HostExtensions<Self>, _shared: &Self::Shared<'_>) {
-        // nice-plug's editor needs the host's side of the GUI extension.
-        builder.register::<clack_extensions::gui::HostGui>();
-    }
-}
-
-/// Our window has a fixed size and is always shown: requests are refused
-/// or have nothing to do.
-impl clack_extensions::gui::HostGuiImpl for Shared {
-    fn resize_hints_changed(&self) {}
-    fn request_resize(
-        &self,
-        _new_size: clack_extensions::gui::GuiSize,
-    ) -> Result<(), clack_host::prelude::HostError> {
-        Err(clack_host::prelude::HostError::Message("fixed-size window"))
-    }
-    fn request_show(&self) -> Result<(), clack_host::prelude::HostError> {
-        Ok(())
-    }
-    fn request_hide(&self) -> Result<(), clack_host::prelude::HostError> {
-        Ok(())
-    }
-    fn closed(&self, _was_destroyed: bool) {}
-}
 
 #[derive(Debug, Default)]
 struct Args {
@@ -130,37 +87,6 @@ fn parse_args() -> Result<Args> {
         bail!("usage: jam-clap-host BUNDLE.clap [options]");
     }
     Ok(a)
-}
-
-fn transport(beat: f64) -> TransportEvent {
-    let tempo = 120.0;
-    TransportEvent {
-        header: EventHeader::new_core(0, EventFlags::empty()),
-        flags: TransportFlags::HAS_TEMPO
-            | TransportFlags::HAS_BEATS_TIMELINE
-            | TransportFlags::IS_PLAYING,
-        song_pos_beats: BeatTime::from_float(beat),
-        song_pos_seconds: SecondsTime::from_float(beat * 60.0 / tempo),
-        tempo,
-        tempo_inc: 0.0,
-        loop_start_beats: BeatTime::from_int(0),
-        loop_end_beats: BeatTime::from_int(0),
-        loop_start_seconds: SecondsTime::from_int(0),
-        loop_end_seconds: SecondsTime::from_int(0),
-        bar_start: BeatTime::from_int(0),
-        bar_number: 0,
-        time_signature_numerator: 4,
-        time_signature_denominator: 4,
-    }
-}
-
-/// nice-plug's CLAP parameter id for a string id.
-fn param_hash(id: &str) -> u32 {
-    let mut h: u32 = 0;
-    for b in id.bytes() {
-        h = h.wrapping_mul(31).wrapping_add(b as u32);
-    }
-    h & !(1 << 31)
 }
 
 /// nice-plug's CLAP state: the JSON document's length (u64, little
@@ -257,22 +183,8 @@ fn run() -> Result<()> {
     // SAFETY: the bundle is this workspace's own plugin.
     let entry = unsafe { PluginEntry::load(&args.bundle) }
         .with_context(|| format!("loading {}", args.bundle))?;
-    let factory = entry
-        .get_plugin_factory()
-        .context("the bundle has no plugin factory")?;
-    let desc = factory
-        .plugin_descriptors()
-        .next()
-        .context("the bundle has no plugin")?;
-    let id = desc.id().context("the plugin has no id")?;
-    let info = HostInfo::new(
-        "jam-clap-host",
-        "jam.togthr",
-        "https://example.invalid",
-        "0.1",
-    )?;
-    let mut instance = PluginInstance::<Host>::new(|_| Shared, |_| (), &entry, id, &info)
-        .context("instantiating the plugin")?;
+    let mut plugin = Instance::new(&entry, "jam-clap-host")?;
+    let instance = plugin.plugin();
 
     // State: from a file, or the plugin's own, with the fields we were given.
     let state_ext: PluginState = instance
@@ -313,23 +225,11 @@ fn run() -> Result<()> {
         .load(&instance.plugin_handle(), &mut bytes.as_slice())
         .map_err(|e| anyhow::anyhow!("loading the state: {e:?}"))?;
 
-    let stopped = instance
-        .activate(
-            |_, _| (),
-            PluginAudioConfiguration {
-                sample_rate: RATE,
-                min_frames_count: 1,
-                max_frames_count: BLOCK as u32,
-            },
-        )
-        .context("activating the plugin")?;
-    let mut processor = stopped
-        .start_processing()
-        .map_err(|e| anyhow::anyhow!("starting processing: {e:?}"))?;
+    plugin.activate(RATE, BLOCK as u32)?;
 
     // The editor, embedded in a window of ours.
     let gui = if args.gui {
-        Some(open_editor(&mut instance)?)
+        Some(open_editor(plugin.plugin())?)
     } else {
         None
     };
@@ -359,12 +259,7 @@ fn run() -> Result<()> {
 
     let blocks = (args.seconds * RATE / BLOCK as f64).ceil() as u64;
     let period = Duration::from_secs_f64(BLOCK as f64 / RATE);
-    let mut output = EventBuffer::with_capacity(4096);
     let mut input = EventBuffer::with_capacity(256);
-    let mut left = vec![0.0f32; BLOCK];
-    let mut right = vec![0.0f32; BLOCK];
-    let mut in_ports = AudioPorts::with_capacity(0, 0);
-    let mut out_ports = AudioPorts::with_capacity(2, 1);
     let mut notes = Vec::new();
     let mut stalls = Vec::new();
     let mut peak = 0.0f32;
@@ -383,12 +278,7 @@ fn run() -> Result<()> {
         input.clear();
         if b == 0 {
             for &(id, value) in &params {
-                input.push(&ParamValueEvent::new(
-                    0,
-                    ClapId::new(param_hash(id)),
-                    Pckn::match_all(),
-                    value,
-                ));
+                push_param(&mut input, id, value);
             }
         }
         while let Some(&(at, key, on)) = to_play.get(next) {
@@ -396,61 +286,27 @@ fn run() -> Result<()> {
                 break;
             }
             let time = at.saturating_sub(first) as u32;
-            let pckn = Pckn::new(0u16, 0u16, key as u16, Match::All);
-            if on {
-                input.push(&NoteOnEvent::new(time, pckn, 100.0 / 127.0));
-            } else {
-                input.push(&NoteOffEvent::new(time, pckn, 0.0));
-            }
+            let velocity = if on { 100.0 / 127.0 } else { 0.0 };
+            push_note(&mut input, time, key, on, velocity);
             next += 1;
         }
-        output.clear();
-        let t = transport(first as f64 / (RATE / 2.0));
-        {
-            let in_audio = in_ports.with_input_buffers(std::iter::empty::<
-                AudioPortBuffer<
-                    std::iter::Empty<InputChannel<f32>>,
-                    std::iter::Empty<InputChannel<f64>>,
-                >,
-            >());
-            let mut out_audio = out_ports.with_output_buffers([AudioPortBuffer {
-                latency: 0,
-                channels: AudioPortBufferType::f32_output_only(
-                    [left.as_mut_slice(), right.as_mut_slice()].into_iter(),
-                ),
-            }]);
-            processor
-                .process(
-                    &in_audio,
-                    &mut out_audio,
-                    &InputEvents::from_buffer(&input),
-                    &mut OutputEvents::from_buffer(&mut output),
-                    Some(first),
-                    Some(&t),
-                )
-                .map_err(|e| anyhow::anyhow!("process: {e:?}"))?;
-        }
-        peak = left.iter().chain(&right).fold(peak, |m, x| m.max(x.abs()));
-        for e in output.iter() {
-            let (time, p, on, vel) = if let Some(n) = e.as_event::<NoteOnEvent>() {
-                (n.header().time(), n.pckn(), true, n.velocity())
-            } else if let Some(n) = e.as_event::<NoteOffEvent>() {
-                (n.header().time(), n.pckn(), false, n.velocity())
-            } else {
-                continue;
-            };
-            let get = |m: Match<u16>| m.into_specific().map_or(-1, |v| v as i32);
+        let t = transport(true, 120.0, first as f64 / (RATE / 2.0));
+        let block = plugin.process(BLOCK, &input, Some(first), &t)?;
+        peak = (block.left.iter())
+            .chain(block.right)
+            .fold(peak, |m, x| m.max(x.abs()));
+        for n in block.notes {
             notes.push(json!({
-                "sample": first + time as u64,
-                "channel": get(p.channel),
-                "key": get(p.key),
-                "velocity": (vel * 127.0).round() as i32,
-                "on": on,
+                "sample": first + n.time as u64,
+                "channel": n.channel,
+                "key": n.key,
+                "velocity": (n.velocity * 127.0).round() as i32,
+                "on": n.on,
             }));
         }
     }
-    let stopped = processor.stop_processing();
-    instance.deactivate(stopped);
+    plugin.deactivate();
+    let instance = plugin.plugin();
     if let Some((gui, _window)) = gui {
         gui.destroy(&instance.plugin_handle());
     }
@@ -473,7 +329,7 @@ fn run() -> Result<()> {
         "state": decode_state(&saved)?,
     });
     println!("{report}");
-    drop(instance);
+    drop(plugin);
     drop(entry);
     Ok(())
 }
