@@ -19,6 +19,12 @@
 //! replicas start their sync over instead of waiting for messages the
 //! restarted side forgot.
 //!
+//! Not every AppleMIDI peer speaks the side channel (macOS, rtpMIDI and
+//! pymidi do not). With [`SessionSync::with_give_up`], a peer that has not
+//! sent one valid frame that long after it was added is dropped from the
+//! binding, so its session does not carry resent frames for ever; a frame
+//! from it later brings it back.
+//!
 //! ```
 //! use jam_core::{Meter, Micros, PeerId, SessionTime, Tempo};
 //! use jam_engine::session_sync::SessionSync;
@@ -58,8 +64,14 @@ use jam_session_crdt::{
     Profile, Role, RoleAssignment, SessionConfig, SessionDoc, SessionSettings, SyncError,
 };
 use jam_transport::reliable::{FrameError, Reliable, ReliableConfig, ReliableEvent};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
+use std::time::Duration;
+
+/// How long the engine keeps sending the session document to a peer that
+/// never answers on the side channel (an AppleMIDI peer that is not a
+/// jam.togthr engine). A jam.togthr peer acknowledges within a round trip.
+pub const SILENT_PEER_GIVE_UP: Duration = Duration::from_secs(10);
 
 /// Counters of a [`SessionSync`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -78,6 +90,9 @@ pub struct SessionSyncStats {
     pub unknown_peer_frames: u64,
     /// Peers that restarted (their sync state was reset).
     pub restarts: u64,
+    /// Peers dropped because they never answered (see
+    /// [`SessionSync::with_give_up`]).
+    pub given_up: u64,
 }
 
 /// One session replica and its channel ends; see the [module docs](self).
@@ -92,6 +107,12 @@ pub struct SessionSync {
     /// The document changed (received changes or a local edit) since
     /// [`SessionSync::take_changed`].
     changed: bool,
+    /// How long a peer may stay silent after it was added.
+    give_up: Option<Duration>,
+    /// Peers not heard from yet, with the first `now` seen after adding.
+    unheard: BTreeMap<PeerId, Option<Micros>>,
+    /// Peers dropped for silence; a frame from one adds it back.
+    given_up: BTreeSet<PeerId>,
 }
 
 impl SessionSync {
@@ -107,7 +128,18 @@ impl SessionSync {
             stats: SessionSyncStats::default(),
             last_error: None,
             changed: true,
+            give_up: None,
+            unheard: BTreeMap::new(),
+            given_up: BTreeSet::new(),
         }
+    }
+
+    /// Drops a peer that has not sent one valid frame `after` it was added
+    /// (a participant without the side channel); `None` (the default) keeps
+    /// every peer until [`SessionSync::remove_peer`].
+    pub fn with_give_up(mut self, after: Option<Duration>) -> SessionSync {
+        self.give_up = after;
+        self
     }
 
     /// The replica.
@@ -150,12 +182,16 @@ impl SessionSync {
         self.doc.add_peer(peer);
         self.ends
             .insert(peer, Reliable::new(self.config, self.epoch));
+        self.given_up.remove(&peer);
+        self.unheard.insert(peer, None);
     }
 
     /// Stops syncing with `peer` and forgets its channel.
     pub fn remove_peer(&mut self, peer: PeerId) {
         self.doc.remove_peer(peer);
         self.ends.remove(&peer);
+        self.unheard.remove(&peer);
+        self.given_up.remove(&peer);
     }
 
     /// Peers being synced with.
@@ -172,6 +208,10 @@ impl SessionSync {
         peer: PeerId,
         bytes: &[u8],
     ) -> Result<(), FrameError> {
+        if !self.ends.contains_key(&peer) && self.given_up.contains(&peer) {
+            // It does speak the channel after all.
+            self.add_peer(peer);
+        }
         let Some(end) = self.ends.get_mut(&peer) else {
             self.stats.unknown_peer_frames += 1;
             return Ok(());
@@ -180,6 +220,7 @@ impl SessionSync {
             self.stats.bad_frames += 1;
             return Err(e);
         }
+        self.unheard.remove(&peer);
         while let Some(e) = self.ends.get_mut(&peer).and_then(Reliable::poll_event) {
             match e {
                 ReliableEvent::Message(m) => match self.doc.receive_sync_message(now, peer, &m) {
@@ -201,6 +242,20 @@ impl SessionSync {
 
     /// Runs the channels' and the document's timers due at `now`.
     pub fn handle_timeout(&mut self, now: Micros) {
+        if let Some(limit) = self.give_up {
+            let mut silent = Vec::new();
+            for (peer, since) in self.unheard.iter_mut() {
+                let t = *since.get_or_insert(now);
+                if now.saturating_duration_since(t) >= limit {
+                    silent.push(*peer);
+                }
+            }
+            for peer in silent {
+                self.remove_peer(peer);
+                self.given_up.insert(peer);
+                self.stats.given_up += 1;
+            }
+        }
         for end in self.ends.values_mut() {
             if end.poll_timeout().is_some_and(|t| t <= now) {
                 end.handle_timeout(now);
@@ -241,10 +296,14 @@ impl SessionSync {
 
     /// When [`SessionSync::handle_timeout`] is due next.
     pub fn poll_timeout(&self) -> Option<Micros> {
+        let give_up = self
+            .give_up
+            .and_then(|limit| self.unheard.values().flatten().map(|t| *t + limit).min());
         self.ends
             .values()
             .filter_map(Reliable::poll_timeout)
             .chain(self.doc.poll_timeout())
+            .chain(give_up)
             .min()
     }
 }
@@ -412,7 +471,8 @@ impl WorkerSession {
     }
 
     fn install(&mut self, doc: SessionDoc, founder: bool) {
-        let mut sync = SessionSync::new(doc, ReliableConfig::default(), self.setup.epoch);
+        let mut sync = SessionSync::new(doc, ReliableConfig::default(), self.setup.epoch)
+            .with_give_up(Some(SILENT_PEER_GIVE_UP));
         for p in self.waiting.drain(..) {
             sync.add_peer(p);
         }
@@ -758,6 +818,34 @@ mod tests {
         assert_eq!(sa.doc().heads(), heads);
         sa.remove_peer(b);
         assert_eq!(sa.peers().count(), 0);
+    }
+
+    #[test]
+    fn a_peer_that_never_answers_is_given_up_and_comes_back_when_it_speaks() {
+        let (a, b) = (PeerId([1; 16]), PeerId([2; 16]));
+        let mut sa = founded(a).with_give_up(Some(SILENT_PEER_GIVE_UP));
+        sa.add_peer(b);
+        // b is an AppleMIDI peer without the side channel: nothing comes back.
+        let mut now = Micros::ZERO;
+        let mut sent = 0;
+        while now < Micros::from_secs(30) {
+            sa.handle_timeout(now);
+            while sa.poll_transmit(now).is_some() {
+                sent += 1;
+            }
+            now = sa.poll_timeout().map_or(now, |t| t.max(now)) + Duration::from_millis(1);
+        }
+        assert!(sent > 0);
+        assert_eq!(sa.stats().given_up, 1);
+        assert_eq!(sa.peers().count(), 0);
+        assert!(sa.poll_transmit(now).is_none());
+        // A jam.togthr peer after all (it just started late): its first
+        // frame brings it back and the two converge.
+        let mut sb = SessionSync::new(SessionDoc::new_replica(b, 5), ReliableConfig::default(), 7);
+        sb.add_peer(a);
+        exchange((&mut sb, b), (&mut sa, a), now, 200, 0);
+        assert_eq!(sa.peers().collect::<Vec<_>>(), vec![b]);
+        assert_eq!(sa.doc().heads(), sb.doc().heads());
     }
 
     /// Two worker sessions, the replica's clock 3 s ahead of the founder's.

@@ -176,24 +176,28 @@ fn notes_cross_the_transport_seam_sample_accurately() {
         arrival: Micros::ZERO,
         recovered: false,
     };
-    events
-        .blocking_send(NetEvent::PeerJoined {
-            peer: remote,
-            name: "far away".into(),
-            role: Role::Melody,
-            address: None,
-        })
-        .unwrap();
-    let on_beat = Beats(1_000_000 + (1000.0 * 1e6 / SPB) as i64);
-    events
-        .blocking_send(ev(ShortMessage::note_on(5, 64, 100), on_beat))
-        .unwrap();
-    events
-        .blocking_send(ev(ShortMessage::note_off(5, 64, 0), Beats::from_beats(2)))
-        .unwrap();
-    // Let the worker move them into the ring before the first block.
-    std::thread::sleep(Duration::from_millis(200));
-
+    // The remote notes arrive after the first block has set interval
+    // mode: the worker decides each arriving event with the mode the audio
+    // thread last ran.
+    let send_remote = || {
+        events
+            .blocking_send(NetEvent::PeerJoined {
+                peer: remote,
+                name: "far away".into(),
+                role: Role::Melody,
+                address: None,
+            })
+            .unwrap();
+        let on_beat = Beats(1_000_000 + (1000.0 * 1e6 / SPB) as i64);
+        events
+            .blocking_send(ev(ShortMessage::note_on(5, 64, 100), on_beat))
+            .unwrap();
+        events
+            .blocking_send(ev(ShortMessage::note_off(5, 64, 0), Beats::from_beats(2)))
+            .unwrap();
+        // Let the worker move them into the ring before the next block.
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let mut out = Vec::new();
     let mut peak = 0.0f32;
     for b in 0..1700usize {
@@ -202,6 +206,9 @@ fn notes_cross_the_transport_seam_sample_accurately() {
         // A local note in block 10 at offset 100.
         let notes: &[(u32, i16, bool)] = if b == 10 { &[(100, 72, true)] } else { &[] };
         let params: &[(&str, f64)] = if b == 0 { &[("latency", 1.0)] } else { &[] };
+        if b == 1 {
+            send_remote();
+        }
         let (l, _, n) = p.process(256, notes, params, &t, b);
         peak = l.iter().fold(peak, |m, x| m.max(x.abs()));
         out.extend(n);
