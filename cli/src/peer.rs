@@ -227,7 +227,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
             key: args.key.clone(),
             clock,
         };
-        runtime.block_on(async {
+        let started = runtime.block_on(async {
             let joined = crate::peer_server::join(&args.server, &common).await?;
             band = joined.band;
             leave = Some(joined.leave);
@@ -237,7 +237,12 @@ pub(crate) fn run(args: Args) -> Result<()> {
                 joined.events,
                 adapter_port,
             ))
-        })?
+        })?;
+        eprintln!(
+            "jam peer {}: listening on control {} / data {} (the relay peer's ports)",
+            args.name, started.0.control, started.0.data
+        );
+        started
     } else {
         let started = runtime
             .block_on(network::start_task(config, adapter_port))

@@ -16,12 +16,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use jam_core::MonotonicClock;
-use jam_join::{Jamd, JoinError, PeerOptions, spawn_peer};
+use jam_join::{JoinError, JoinRequest, PeerOptions, join_session, split_events};
 use jam_transport::direct::PathEvent;
 use jam_transport::driver::Driver;
 use jam_transport::participant::ParticipantEvent;
 use jam_transport::relay_client::{RelayClientEvent, RelayPeer, RelayPeerEvent};
-use reqwest::StatusCode;
 use tokio::sync::mpsc;
 
 use crate::util;
@@ -94,8 +93,7 @@ pub(crate) struct Joined {
 
 /// Leaving the session through the HTTP API.
 pub(crate) struct Leave {
-    jamd: Jamd,
-    session_id: String,
+    leave: jam_join::Leave,
     name: String,
 }
 
@@ -103,7 +101,7 @@ impl Leave {
     /// Leaving makes the others rotate their keys; a failure here (jamd
     /// down) only means the membership stays until an owner removes it.
     pub(crate) async fn run(self) {
-        if let Err(e) = self.jamd.leave(&self.session_id).await {
+        if let Err(e) = self.leave.run().await {
             eprintln!("jam peer {}: could not leave the session: {e}", self.name);
         }
     }
@@ -117,7 +115,7 @@ fn password() -> Result<String> {
 }
 
 /// Logs in, registers the device, joins the session and starts its relay
-/// peer on the current runtime.
+/// peer on the current runtime ([`jam_join::join_session`]).
 pub(crate) async fn join(args: &ServerArgs, common: &Common) -> Result<Joined> {
     let url = args.server.clone().expect("checked by the caller");
     let session = args
@@ -135,44 +133,9 @@ pub(crate) async fn join(args: &ServerArgs, common: &Common) -> Result<Joined> {
         None => password()?,
     };
     let identity = util::load_identity(common.key.as_deref())?;
-    let mut jamd = Jamd::new(&url);
-    if args.register {
-        match jamd.register(&user, &pass).await {
-            Ok(()) => eprintln!("jam peer {}: created account {user}", common.name),
-            Err(JoinError::Refused {
-                status: StatusCode::CONFLICT,
-                ..
-            }) => {}
-            Err(e) => return Err(e).context("creating the account"),
-        }
-    }
-    jamd.login(&user, &pass)
-        .await
-        .with_context(|| format!("logging in to {url} as {user}"))?;
-    let secret = identity.to_secret_bytes();
-    let public = identity.to_public().to_bytes();
-    let device = jamd
-        .ensure_device(&format!("jam peer {}", common.name), &public)
-        .await
-        .context("registering this device's key")?;
-    let id = match jamd.find_session(&session).await? {
-        Some(id) => id,
-        None if args.create => jamd
-            .create_session(&session)
-            .await
-            .with_context(|| format!("creating session {session:?}"))?,
-        None => bail!("no session called {session:?} on {url} (--create makes it)"),
-    };
-    let joined = jamd
-        .join(&id, Some(&device), None)
-        .await
-        .with_context(|| format!("joining session {session:?}"))?;
-    eprintln!(
-        "jam peer {}: joined {session:?} as member {} through relay {}",
-        common.name, joined.member_id, joined.relay
-    );
     let mut key_seed = [0u8; 32];
     rand_core::Rng::fill_bytes(&mut util::os_rng(), &mut key_seed);
+    let secret = identity.to_secret_bytes();
     let mut opts = PeerOptions::new(common.name.clone(), *secret, common.seed, key_seed);
     opts.bind = common.bind;
     opts.clock = common.clock;
@@ -180,65 +143,64 @@ pub(crate) async fn join(args: &ServerArgs, common: &Common) -> Result<Joined> {
         opts.direct = None;
         opts.report_addrs = false;
     }
-    let band = joined
-        .members
-        .iter()
-        .filter(|m| m.online && m.id != joined.member_id)
-        .count()
-        .max(1);
+    let mut request = JoinRequest::new(url.clone(), session.clone(), user.clone(), pass, opts);
+    request.device_name = format!("jam peer {}", common.name);
+    request.register = args.register;
+    request.create = args.create;
+    let joined = match join_session(request).await {
+        Ok(j) => j,
+        Err(e @ JoinError::NoSession { .. }) => bail!("{e} (--create makes it)"),
+        Err(e) => {
+            return Err(e).with_context(|| format!("joining {session:?} on {url} as {user}"));
+        }
+    };
+    if joined.created_account {
+        eprintln!("jam peer {}: created account {user}", common.name);
+    }
+    eprintln!(
+        "jam peer {}: joined {session:?} as member {} through relay {}",
+        common.name, joined.peer.joined.member_id, joined.peer.joined.relay
+    );
+    let band = joined.others_online().max(1);
     let leave = Leave {
-        jamd: jamd.clone(),
-        session_id: id,
+        leave: joined.leave,
         name: common.name.clone(),
     };
-    let (driver, events, _) = spawn_peer(jamd, joined, opts).await?.into_parts();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(split_events(common.name.clone(), events, tx));
+    let (driver, events, _) = joined.peer.into_parts();
+    let name = common.name.clone();
+    let events = split_events(events, move |e| report(&name, e));
     Ok(Joined {
         driver,
-        events: rx,
+        events,
         band,
         leave,
     })
 }
 
-/// Passes the participant's events on to the engine's adapter and reports
-/// the relay peer's own on stderr.
-async fn split_events(
-    name: String,
-    mut events: mpsc::UnboundedReceiver<RelayPeerEvent>,
-    to_adapter: mpsc::UnboundedSender<ParticipantEvent>,
-) {
-    while let Some(event) = events.recv().await {
-        if let RelayPeerEvent::Participant(e) = event {
-            if to_adapter.send(e).is_err() {
-                return;
-            }
-            continue;
+/// Reports the relay peer's own events on stderr.
+fn report(name: &str, event: RelayPeerEvent) {
+    match event {
+        RelayPeerEvent::Relay(RelayClientEvent::Connected { observed, count }) => {
+            let again = if count > 1 { " again" } else { "" };
+            eprintln!("jam peer {name}: relay accepted us{again} (seen as {observed})");
         }
-        match event {
-            RelayPeerEvent::Relay(RelayClientEvent::Connected { observed, count }) => {
-                let again = if count > 1 { " again" } else { "" };
-                eprintln!("jam peer {name}: relay accepted us{again} (seen as {observed})");
-            }
-            RelayPeerEvent::Relay(RelayClientEvent::Lost) => {
-                eprintln!("jam peer {name}: relay silent, saying hello again");
-            }
-            RelayPeerEvent::Rotated { epoch } => {
-                eprintln!("jam peer {name}: a member left; new sender key (epoch {epoch})");
-            }
-            RelayPeerEvent::Path(PathEvent::Direct { member, addr, rtt }) => {
-                eprintln!(
-                    "jam peer {name}: direct path to member {member} at {addr} ({} µs)",
-                    rtt.as_micros()
-                );
-            }
-            RelayPeerEvent::Path(PathEvent::Relay { member }) => {
-                eprintln!(
-                    "jam peer {name}: direct path to member {member} went silent; relay carries it"
-                );
-            }
-            _ => {}
+        RelayPeerEvent::Relay(RelayClientEvent::Lost) => {
+            eprintln!("jam peer {name}: relay silent, saying hello again");
         }
+        RelayPeerEvent::Rotated { epoch } => {
+            eprintln!("jam peer {name}: a member left; new sender key (epoch {epoch})");
+        }
+        RelayPeerEvent::Path(PathEvent::Direct { member, addr, rtt }) => {
+            eprintln!(
+                "jam peer {name}: direct path to member {member} at {addr} ({} µs)",
+                rtt.as_micros()
+            );
+        }
+        RelayPeerEvent::Path(PathEvent::Relay { member }) => {
+            eprintln!(
+                "jam peer {name}: direct path to member {member} went silent; relay carries it"
+            );
+        }
+        _ => {}
     }
 }

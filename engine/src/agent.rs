@@ -9,7 +9,7 @@
 
 use jam_capture::agent::open_agent;
 use jam_capture::keys::{decode_key_file, key_file_is_encrypted};
-use jam_capture::{CaptureError, KeyError};
+use jam_capture::{CaptureError, Identity, KeyError};
 use jam_predict::agent::{ModelError, decode_model};
 use std::path::{Path, PathBuf};
 
@@ -74,20 +74,28 @@ pub enum AgentLoadError {
     },
 }
 
+fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> AgentLoadError {
+    let path = path.to_path_buf();
+    move |source| AgentLoadError::Read { path, source }
+}
+
+/// Reads the identity in an unencrypted key file (the engine and the
+/// plugin cannot ask for a passphrase): the agent's recipient key, and the
+/// device key the plugin registers with `jamd`.
+pub fn read_identity(key_file: &Path) -> Result<Identity, AgentLoadError> {
+    let text = std::fs::read_to_string(key_file).map_err(read_err(key_file))?;
+    if key_file_is_encrypted(&text) {
+        return Err(AgentLoadError::EncryptedKey(key_file.to_path_buf()));
+    }
+    decode_key_file(&text, None).map_err(|e| AgentLoadError::Key {
+        path: key_file.to_path_buf(),
+        source: e,
+    })
+}
+
 /// Opens `source` and returns the model bytes, checked.
 pub fn load_agent(source: &AgentSource) -> Result<Vec<u8>, AgentLoadError> {
-    let read_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| AgentLoadError::Read { path, source }
-    };
-    let text = std::fs::read_to_string(&source.key_file).map_err(read_err(&source.key_file))?;
-    if key_file_is_encrypted(&text) {
-        return Err(AgentLoadError::EncryptedKey(source.key_file.clone()));
-    }
-    let id = decode_key_file(&text, None).map_err(|e| AgentLoadError::Key {
-        path: source.key_file.clone(),
-        source: e,
-    })?;
+    let id = read_identity(&source.key_file)?;
     let file = std::fs::File::open(&source.path).map_err(read_err(&source.path))?;
     let open_err = |e| AgentLoadError::Open {
         path: source.path.clone(),

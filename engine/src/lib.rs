@@ -83,7 +83,7 @@ pub mod timeline;
 pub mod timing;
 pub mod worker;
 
-pub use agent::{AgentLoadError, AgentSource};
+pub use agent::{AgentLoadError, AgentSource, read_identity};
 pub use capture::{Recording, RecordingError, RecordingStart, RecordingSummary};
 pub use event::{EventBuffer, HostEvent, OutEvent, Received, RemoteEvent, StampedEvent};
 pub use jam_core::LatencyMode;
@@ -159,6 +159,10 @@ pub(crate) struct Shared {
     /// by [`EngineControl::take_ahead_proposals`]. Worker and user
     /// interface only; the audio thread never takes this lock.
     ahead_proposals: std::sync::Mutex<Vec<AheadChange>>,
+    /// The runtime the worker runs on, once it runs: the user interface
+    /// starts network work there ([`EngineControl::runtime`]). Set once by
+    /// the worker's thread; never touched by the audio thread.
+    pub(crate) runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl Shared {

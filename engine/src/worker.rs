@@ -18,6 +18,13 @@
 //!   leave as decided events ([`crate::timing::Placed`]); the worker's clock
 //!   is the time of the audio thread's latest block.
 //!
+//! - [`EngineControl::switch_network`] hands the worker another network
+//!   side (a new [`NetLink`]) while it runs: the old link is dropped (its
+//!   adapter says goodbye to every peer and stops), the peer table empties,
+//!   and the rings to the audio thread stay as they are. The plugin joins a
+//!   session through `jamd` this way, on the worker's own runtime
+//!   ([`EngineControl::runtime`]).
+//!
 //! Everything that may allocate, block or log happens here, never on the
 //! audio thread. The worker never waits on the network side either: a full
 //! command queue drops the command and counts it.
@@ -68,6 +75,10 @@ enum Control {
     LoadAgent(AgentSource),
     AgentModel(Vec<u8>),
     ApplyAhead(AheadChange),
+    SwitchNet {
+        link: NetLink,
+        task: Option<tokio::task::JoinHandle<()>>,
+    },
     Shutdown,
 }
 
@@ -225,6 +236,30 @@ impl EngineControl {
         std::mem::take(&mut *self.shared.ahead_proposals())
     }
 
+    /// Replaces the worker's network side with `link` (the worker's end
+    /// of a fresh [`crate::net::net_link`], whose other end serves another
+    /// carrier) without touching the audio thread: the old link is dropped,
+    /// so its adapter ends its sessions and stops; the peers it reported
+    /// leave the peer table (their held notes are released on the audio
+    /// thread as for any departure); the connection state becomes idle until
+    /// the new side reports; the local role is announced to it. `task` is
+    /// the new side's task, if any: a stopping worker waits for it up to
+    /// [`NET_CLOSE_TIMEOUT`] as for the first one.
+    pub fn switch_network(&self, link: NetLink, task: Option<tokio::task::JoinHandle<()>>) {
+        self.send(Control::SwitchNet { link, task });
+    }
+
+    /// The tokio runtime the worker runs on, once it runs (`None` before,
+    /// or for a worker run with [`EngineWorker::run`] on a runtime of the
+    /// caller's). A network side to hand over with
+    /// [`EngineControl::switch_network`] is started there, so that it runs
+    /// on the worker's thread and stops with it. A worker started by
+    /// [`EngineWorker::spawn`] has a runtime with timers only; one started
+    /// by [`EngineWorker::spawn_networked`] has sockets too.
+    pub fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        self.shared.runtime.get().cloned()
+    }
+
     /// The participants with their figures.
     pub fn peers(&self) -> Vec<PeerView> {
         self.shared.peers.snapshot()
@@ -276,6 +311,9 @@ pub struct EngineWorker {
     placed: Vec<Placed>,
     /// The agent to load when the worker starts.
     agent: Option<AgentSource>,
+    /// Tasks of the network sides handed over so far; a stopping worker
+    /// waits for them to say goodbye.
+    net_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// A running worker thread. Dropping it stops and joins the thread.
@@ -334,6 +372,7 @@ impl EngineWorker {
             timing: Timing::new(),
             placed: Vec::new(),
             agent,
+            net_tasks: Vec::new(),
         }
     }
 
@@ -369,22 +408,17 @@ impl EngineWorker {
     /// seam closes), waits up to [`NET_CLOSE_TIMEOUT`] for `network` (the
     /// transport's task) to say goodbye before the runtime goes away.
     pub fn spawn_on_then(
-        self,
+        mut self,
         rt: tokio::runtime::Runtime,
         net: NetLink,
         network: Option<tokio::task::JoinHandle<()>>,
     ) -> std::io::Result<WorkerHandle> {
         let control = self.control();
+        self.net_tasks.extend(network);
+        let _ = self.shared.runtime.set(rt.handle().clone());
         let thread = std::thread::Builder::new()
             .name("jam-engine-worker".into())
-            .spawn(move || {
-                rt.block_on(async move {
-                    self.run(net).await;
-                    if let Some(task) = network {
-                        let _ = tokio::time::timeout(NET_CLOSE_TIMEOUT, task).await;
-                    }
-                })
-            })?;
+            .spawn(move || rt.block_on(self.run(net)))?;
         Ok(WorkerHandle {
             control,
             thread: Some(thread),
@@ -392,7 +426,9 @@ impl EngineWorker {
     }
 
     /// The worker loop; returns after [`WorkerHandle::stop`] (a shutdown
-    /// command), draining the outgoing ring one last time.
+    /// command), draining the outgoing ring one last time and waiting up to
+    /// [`NET_CLOSE_TIMEOUT`] for the tasks of network sides handed over
+    /// with [`EngineControl::switch_network`].
     pub async fn run(mut self, mut net: NetLink) {
         let mut tick = tokio::time::interval(WORKER_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -411,6 +447,10 @@ impl EngineWorker {
                 },
                 c = self.control_rx.recv() => match c {
                     None | Some(Control::Shutdown) => break,
+                    Some(Control::SwitchNet { link, task }) => {
+                        self.switch_net(&mut net, link, task);
+                        net_open = true;
+                    }
                     Some(c) => self.handle_control(c, &net),
                 },
                 _ = tick.tick() => {
@@ -424,6 +464,15 @@ impl EngineWorker {
             }
         }
         self.flush(&net);
+        // Closing our end of the seam tells the network side to say goodbye.
+        drop(net);
+        let tasks = std::mem::take(&mut self.net_tasks);
+        let _ = tokio::time::timeout(NET_CLOSE_TIMEOUT, async {
+            for t in tasks {
+                let _ = t.await;
+            }
+        })
+        .await;
         if let Some(done) = self.finish_capture() {
             match done {
                 Ok(s) => tracing::info!(
@@ -434,6 +483,23 @@ impl EngineWorker {
                 Err(e) => tracing::error!("{e}"),
             }
         }
+    }
+
+    /// Hands over to another network side: what the audio thread played
+    /// goes out the old one first, then the old side is dropped and its
+    /// peers leave.
+    fn switch_net(
+        &mut self,
+        net: &mut NetLink,
+        link: NetLink,
+        task: Option<tokio::task::JoinHandle<()>>,
+    ) {
+        self.flush(net);
+        self.handle_net(NetEvent::Connection(ConnectionState::Idle));
+        *net = link;
+        self.net_tasks.retain(|t| !t.is_finished());
+        self.net_tasks.extend(task);
+        self.command(net, NetCommand::SetRole(self.role));
     }
 
     fn load_agent(&mut self, source: &AgentSource) {
@@ -610,7 +676,8 @@ impl EngineWorker {
                     tracing::warn!("schedule-ahead change refused: {e}");
                 }
             }
-            Control::Shutdown => {}
+            // Handled by the loop (they replace or end it).
+            Control::SwitchNet { .. } | Control::Shutdown => {}
         }
     }
 

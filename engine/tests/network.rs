@@ -143,3 +143,81 @@ fn a_port_already_taken_is_an_error_and_a_bad_join_says_why() {
         || matches!(ctl.connection(), ConnectionState::Failed(s) if s.contains("nobody here")),
     );
 }
+
+/// Plays blocks on `a` and `b` in real time (5.3 ms apart) until `b`
+/// outputs something; `a` plays `msg` in its sixth block.
+fn play_until_heard(
+    clock: MonotonicClock,
+    a: &mut Node,
+    b: &mut Node,
+    msg: ShortMessage,
+) -> Vec<OutEvent> {
+    let mut got = Vec::new();
+    for n in 0..2_000u32 {
+        let now = clock.now();
+        let input = [HostEvent { offset: 10, msg }];
+        a.block(now, if n == 5 { &input } else { &[] });
+        got.extend(b.block(now, &[]));
+        if !got.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(5_333));
+    }
+    got
+}
+
+#[test]
+fn a_running_worker_switches_its_network_side_and_keeps_its_audio_half() {
+    let clock = MonotonicClock::new();
+    let mut a = node(clock, "alice", 1);
+    let mut b = node(clock, "bob", 2);
+    let mut c = node(clock, "carol", 3);
+    let (ctl_a, ctl_b, ctl_c) = (a.worker.control(), b.worker.control(), c.worker.control());
+    ctl_a.join(SessionAddress::Direct(b.info.control), "alice", None);
+    wait_for("alice and bob to see each other", || {
+        ctl_a.peers().len() == 1 && ctl_b.peers().len() == 1
+    });
+    let got = play_until_heard(clock, &mut b, &mut a, ShortMessage::note_on(0, 60, 90));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].msg, ShortMessage::note_on(0, 60, 90));
+
+    // A new network side, started on alice's worker runtime, handed over
+    // while her audio half keeps running.
+    let runtime = ctl_a.runtime().expect("a spawned worker has a runtime");
+    let (link, port) = jam_engine::net::net_link();
+    let mut config = NetworkConfig::new(clock, "alice", 11);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let switch = ctl_a.clone();
+    runtime.spawn(async move {
+        let (info, task) = jam_engine::network::start_task(config, port)
+            .await
+            .expect("binds on loopback");
+        switch.switch_network(link, Some(task));
+        tx.send(info).unwrap();
+    });
+    let new_info = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert_ne!(new_info.control, a.info.control);
+    // The old side said goodbye: bob sees alice leave, alice's table empties.
+    wait_for("bob to see alice leave", || ctl_b.peers().is_empty());
+    wait_for("alice's peer table to empty", || ctl_a.peers().is_empty());
+    assert_eq!(ctl_a.connection(), ConnectionState::Idle);
+
+    // The new side works both ways with the same audio half.
+    ctl_a.join(SessionAddress::Direct(c.info.control), "alice", None);
+    wait_for("alice and carol to see each other", || {
+        ctl_a.peers().len() == 1 && ctl_c.peers().len() == 1
+    });
+    assert_eq!(ctl_a.peers()[0].name, "carol");
+    let got = play_until_heard(clock, &mut c, &mut a, ShortMessage::note_on(0, 64, 80));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].msg, ShortMessage::note_on(0, 64, 80));
+    let got = play_until_heard(clock, &mut a, &mut c, ShortMessage::note_on(0, 67, 70));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].msg, ShortMessage::note_on(0, 67, 70));
+    assert!(ctl_b.peers().is_empty(), "bob stays out of it");
+
+    // Stopping the worker ends the new side too: carol sees alice leave.
+    a.worker.stop();
+    wait_for("carol to see alice leave", || ctl_c.peers().is_empty());
+}

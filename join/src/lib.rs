@@ -14,6 +14,27 @@
 //!   prober. Peers reach each other directly where the network lets them
 //!   ([`jam_transport::direct`]), through the relay otherwise.
 //!
+//! - [`join_session`]: the whole join by name in one call (log in,
+//!   register the device key, find or create the session, join, start the
+//!   peer), with a [`Leave`] to say goodbye to `jamd` afterwards. The CLI
+//!   (`jam peer --server`) and the plugin both join this way.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), jam_join::JoinError> {
+//! use jam_join::{JoinRequest, PeerOptions, join_session};
+//! let secret = [7u8; 32]; // the device's X25519 secret (from its key file)
+//! let peer = PeerOptions::new("ana", secret, 1, [9; 32]);
+//! let request = JoinRequest::new("http://127.0.0.1:8080", "friday", "ana", "correct horse", peer);
+//! let session = join_session(request).await?;
+//! println!("member {} through {}", session.peer.joined.member_id, session.peer.joined.relay);
+//! let leave = session.leave.clone();
+//! session.peer.close().await?;
+//! leave.run().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The same steps one by one:
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), jam_join::JoinError> {
 //! use jam_join::{Jamd, PeerOptions, spawn_peer};
@@ -31,8 +52,8 @@
 //! ```
 //!
 //! Not here: re-joining when a ticket expires (tickets last 12 hours by
-//! default), the plugin editor's join, pushed member updates (the list is
-//! polled).
+//! default), pushed member updates (the list is polled), reading key files
+//! (callers hand over the raw secret).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -40,7 +61,7 @@ use std::time::Duration;
 use jam_core::MonotonicClock;
 use jam_transport::direct::DirectConfig;
 use jam_transport::driver::{Driver, DriverConfig, DriverError};
-use jam_transport::participant::ParticipantConfig;
+use jam_transport::participant::{ParticipantConfig, ParticipantEvent};
 use jam_transport::relay::{
     HelloKey, MAX_REPORTED_ADDRS, ReportedAddrs, Ticket, hex_decode, hex_encode,
 };
@@ -91,6 +112,15 @@ pub enum JoinError {
     /// A call needs a login first.
     #[error("not logged in")]
     NotLoggedIn,
+    /// No session has that name (and the request did not ask to create
+    /// it).
+    #[error("no session called {name:?} on {server}")]
+    NoSession {
+        /// The name asked for.
+        name: String,
+        /// The server asked.
+        server: String,
+    },
 }
 
 /// A client of `jamd`'s HTTP API.
@@ -567,4 +597,200 @@ fn local_addrs(bind: IpAddr, relay: SocketAddr, port: u16) -> Vec<SocketAddr> {
         Ok(ip) if !ip.is_unspecified() => vec![SocketAddr::new(ip, port)],
         _ => Vec::new(),
     }
+}
+
+/// Everything [`join_session`] needs: where, which session, as whom, and
+/// how to run the peer.
+#[derive(Clone)]
+pub struct JoinRequest {
+    /// `jamd`'s base URL (`http://host:port`).
+    pub server: String,
+    /// The session's name.
+    pub session: String,
+    /// The account to log in with.
+    pub user: String,
+    /// The account's password (kept only as long as the request).
+    pub password: String,
+    /// The name this device is registered under if its key is new.
+    pub device_name: String,
+    /// Create the account first (servers with open registration); an
+    /// account that already exists is not an error.
+    pub register: bool,
+    /// Create the session if there is none by that name.
+    pub create: bool,
+    /// How to run the peer (its `secret` is the device key registered).
+    pub peer: PeerOptions,
+}
+
+impl std::fmt::Debug for JoinRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither the password nor the secret key is ever printed.
+        f.debug_struct("JoinRequest")
+            .field("server", &self.server)
+            .field("session", &self.session)
+            .field("user", &self.user)
+            .field("device_name", &self.device_name)
+            .field("register", &self.register)
+            .field("create", &self.create)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JoinRequest {
+    /// A request that neither registers the account nor creates the
+    /// session; the device is registered as `jam <peer name>`.
+    pub fn new(
+        server: impl Into<String>,
+        session: impl Into<String>,
+        user: impl Into<String>,
+        password: impl Into<String>,
+        peer: PeerOptions,
+    ) -> Self {
+        JoinRequest {
+            server: server.into(),
+            session: session.into(),
+            user: user.into(),
+            password: password.into(),
+            device_name: format!("jam {}", peer.name),
+            register: false,
+            create: false,
+            peer,
+        }
+    }
+}
+
+/// A session joined by name, its peer running.
+pub struct JoinedSession {
+    /// The running relay peer (driver, events, what the join returned).
+    pub peer: RunningPeer,
+    /// Whether [`JoinRequest::register`] created the account.
+    pub created_account: bool,
+    /// Says goodbye to `jamd` once the peer is closed.
+    pub leave: Leave,
+}
+
+impl JoinedSession {
+    /// How many other members were online when we joined.
+    pub fn others_online(&self) -> usize {
+        let me = self.peer.joined.member_id;
+        self.peer
+            .joined
+            .members
+            .iter()
+            .filter(|m| m.online && m.id != me)
+            .count()
+    }
+}
+
+/// Leaving a joined session through the HTTP API (the relay forgets us and
+/// the other members rotate their sender keys). Cloneable so that it can be
+/// kept apart from the peer.
+#[derive(Debug, Clone)]
+pub struct Leave {
+    jamd: Jamd,
+    session_id: String,
+}
+
+impl Leave {
+    /// The session left.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// Leaves. A failure (`jamd` down) only means the membership stays
+    /// until an owner removes it.
+    pub async fn run(self) -> Result<(), JoinError> {
+        self.jamd.leave(&self.session_id).await
+    }
+}
+
+/// Joins the session `request.session` on `request.server` by name: logs in
+/// (registering the account first if asked), registers the device's public
+/// key (derived from `request.peer.secret`) unless it is already, finds the
+/// session (creating it if asked), joins it and starts its [`RelayPeer`]
+/// with [`spawn_peer`] on the current tokio runtime.
+///
+/// Errors say which step failed: [`JoinError::Http`] when `jamd` cannot be
+/// reached, [`JoinError::Refused`] (a wrong password is `login` answered
+/// `401`), [`JoinError::NoSession`] for an unknown name.
+pub async fn join_session(request: JoinRequest) -> Result<JoinedSession, JoinError> {
+    let JoinRequest {
+        server,
+        session,
+        user,
+        password,
+        device_name,
+        register,
+        create,
+        peer,
+    } = request;
+    let mut jamd = Jamd::new(server.clone());
+    let mut created_account = false;
+    if register {
+        match jamd.register(&user, &password).await {
+            Ok(()) => created_account = true,
+            Err(JoinError::Refused {
+                status: StatusCode::CONFLICT,
+                ..
+            }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    jamd.login(&user, &password).await?;
+    drop(password);
+    let public = public_key(&peer.secret);
+    let device = jamd.ensure_device(&device_name, &public).await?;
+    let id = match jamd.find_session(&session).await? {
+        Some(id) => id,
+        None if create => jamd.create_session(&session).await?,
+        None => {
+            return Err(JoinError::NoSession {
+                name: session,
+                server,
+            });
+        }
+    };
+    let joined = jamd.join(&id, Some(&device), None).await?;
+    let leave = Leave {
+        jamd: jamd.clone(),
+        session_id: id,
+    };
+    let peer = match spawn_peer(jamd, joined, peer).await {
+        Ok(p) => p,
+        Err(e) => {
+            // Joined but cannot play: do not stay a member.
+            let _ = leave.clone().run().await;
+            return Err(e);
+        }
+    };
+    Ok(JoinedSession {
+        peer,
+        created_account,
+        leave,
+    })
+}
+
+/// Splits a relay peer's events: the participant's go to the returned
+/// receiver (what the engine's network adapter reads), the relay peer's
+/// own (relay connection, key rotations, path changes) to `other`. Runs as
+/// a task on the current tokio runtime until the peer's events end or the
+/// receiver is dropped.
+pub fn split_events(
+    mut events: UnboundedReceiver<RelayPeerEvent>,
+    mut other: impl FnMut(RelayPeerEvent) + Send + 'static,
+) -> UnboundedReceiver<ParticipantEvent> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            match event {
+                RelayPeerEvent::Participant(e) => {
+                    if tx.send(e).is_err() {
+                        return;
+                    }
+                }
+                e => other(e),
+            }
+        }
+    });
+    rx
 }

@@ -3,11 +3,18 @@
 //! the connection state and every participant with its channel, role,
 //! round-trip time, loss, recovered and late events.
 //!
+//! A separate section joins a session by name through `jamd`: server URL,
+//! session name, user and password (the password stays in this editor's
+//! memory and is never saved), a Join and a Leave button, and the join's
+//! state ([`crate::server`]); the participant table below shows the
+//! members as for any session.
+//!
 //! It reads the engine through [`EngineControl`] (a lock that only the editor
 //! and the worker take; the audio thread never does) and sets parameters
 //! through the host's parameter setter.
 
 use crate::params::{JamParams, read_field, write_field};
+use crate::server::ServerState;
 use crate::{EditorLink, display_name, key_file};
 use jam_engine::EngineControl;
 use jam_engine::net::{ConnectionState, SessionAddress};
@@ -48,6 +55,7 @@ pub fn create(params: Arc<JamParams>, link: Arc<EditorLink>) -> Option<JamEditor
             listen: String::new(),
             error: None,
             browsing: false,
+            server: ServerPanel::default(),
         },
     )
 }
@@ -67,6 +75,82 @@ pub struct SessionPanel {
     error: Option<String>,
     /// True once LAN browsing was requested for this editor session.
     browsing: bool,
+    /// The join-through-jamd section.
+    server: ServerPanel,
+}
+
+/// The join-through-jamd section's text fields. The password lives here
+/// only (cleared after each join), never in the plugin's saved state.
+#[derive(Default)]
+struct ServerPanel {
+    url: String,
+    session: String,
+    user: String,
+    password: String,
+}
+
+impl ServerPanel {
+    fn load(&mut self, params: &JamParams) {
+        self.url = read_field(&params.server);
+        self.session = read_field(&params.server_session);
+        self.user = read_field(&params.server_user);
+    }
+
+    /// Draws the section; Join saves the fields and hands the password to
+    /// the join.
+    fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        params: &JamParams,
+        link: &Arc<EditorLink>,
+        control: Option<&EngineControl>,
+    ) {
+        // Collapsed unless a server is set, to keep the window's size.
+        egui::CollapsingHeader::new("Join a session by name through a jamd server")
+            .default_open(!self.url.trim().is_empty())
+            .show(ui, |ui| {
+                egui::Grid::new("server").num_columns(2).show(ui, |ui| {
+                    ui.label("Server");
+                    ui.text_edit_singleline(&mut self.url)
+                        .on_hover_text("http://host:port");
+                    ui.end_row();
+                    ui.label("Session name");
+                    ui.text_edit_singleline(&mut self.session);
+                    ui.end_row();
+                    ui.label("User");
+                    ui.text_edit_singleline(&mut self.user)
+                        .on_hover_text("empty: your name");
+                    ui.end_row();
+                    ui.label("Password");
+                    ui.add(egui::TextEdit::singleline(&mut self.password).password(true))
+                        .on_hover_text("kept in memory only, never saved with the project");
+                    ui.end_row();
+                });
+                if let Some(c) = control {
+                    ui.horizontal(|ui| {
+                        if ui.button("Join by name").clicked() {
+                            write_field(&params.server, self.url.trim());
+                            write_field(&params.server_session, self.session.trim());
+                            write_field(&params.server_user, self.user.trim());
+                            let password = std::mem::take(&mut self.password);
+                            crate::server::join(params, c, link, password);
+                        }
+                        if ui.button("Leave").clicked() {
+                            crate::server::leave(params, c, link);
+                        }
+                    });
+                }
+            });
+        match link.server.state() {
+            ServerState::Off => {}
+            s @ ServerState::Failed(_) => {
+                ui.colored_label(egui::Color32::LIGHT_RED, s.to_string());
+            }
+            s => {
+                ui.label(s.to_string());
+            }
+        }
+    }
 }
 
 impl SessionPanel {
@@ -107,6 +191,7 @@ impl NiceEguiApp for SessionPanel {
         self.address = read_field(&self.params.session);
         self.name = read_field(&self.params.display_name);
         self.listen = read_field(&self.params.listen);
+        self.server.load(&self.params);
         Ok(())
     }
 
@@ -162,6 +247,8 @@ impl NiceEguiApp for SessionPanel {
                 }
                 if ui.button("Leave").clicked() {
                     c.leave();
+                    // A session joined by name is left in jamd too.
+                    crate::server::leave(&self.params, c, &self.link);
                 }
                 ui.label(state_text(&c.connection()));
             }
@@ -172,6 +259,8 @@ impl NiceEguiApp for SessionPanel {
         if let Some(e) = &self.error {
             ui.colored_label(egui::Color32::LIGHT_RED, e);
         }
+        self.server
+            .ui(ui, &self.params, &self.link, control.as_ref());
         if let Some(c) = &control {
             let lan = c.lan_peers();
             if !lan.is_empty() {

@@ -34,11 +34,17 @@
 //! function given to [`set_net_factory`] replaces that network side (tests
 //! drive the seam directly with it).
 //!
+//! **Joining by name.** With the `server` fields set, the instance joins a
+//! session through `jamd` instead ([`server`]): the join runs on the
+//! worker's runtime and the relay peer replaces the address participant in
+//! the running worker.
+//!
 //! Not here: any musical decision (engine), the network (transport), the
 //! editor's widgets beyond the session panel ([`editor`]).
 
 pub mod editor;
 pub mod params;
+pub mod server;
 
 use crate::params::{JamParams, read_field, write_field};
 use jam_core::{Clock, MonotonicClock, PeerId, ShortMessage};
@@ -106,18 +112,7 @@ fn start_worker(
             }
         };
     }
-    let mut problem = None;
-    let wanted = match listen_address(&read_field(&params.listen)) {
-        Ok(a) => a,
-        Err(e) => {
-            problem = Some(e);
-            SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0)
-        }
-    };
-    let mut attempts = vec![wanted];
-    if wanted.port() != 0 {
-        attempts.push(SocketAddr::new(wanted.ip(), 0));
-    }
+    let (attempts, mut problem) = listen_attempts(params);
     for listen in attempts {
         let mut config = NetworkConfig::new(ctx.clock, display_name(params), rand::random());
         config.listen = listen;
@@ -136,6 +131,25 @@ fn start_worker(
     }
     *lock(&link.listen_problem) = problem;
     None
+}
+
+/// The listen addresses to try, in order: the persisted one, then a free
+/// pair on the same interface when that names a port; and why the
+/// persisted text was not used, if it was not.
+fn listen_attempts(params: &JamParams) -> (Vec<SocketAddr>, Option<String>) {
+    let mut problem = None;
+    let wanted = match listen_address(&read_field(&params.listen)) {
+        Ok(a) => a,
+        Err(e) => {
+            problem = Some(e);
+            SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0)
+        }
+    };
+    let mut attempts = vec![wanted];
+    if wanted.port() != 0 {
+        attempts.push(SocketAddr::new(wanted.ip(), 0));
+    }
+    (attempts, problem)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -162,6 +176,8 @@ pub struct EditorLink {
     /// The session address last joined (from the saved state or the
     /// editor), so that a re-activation does not join it again.
     pub joined: Mutex<String>,
+    /// The join through `jamd` ([`server`]).
+    pub server: server::ServerLink,
 }
 
 impl EditorLink {
@@ -238,7 +254,9 @@ impl JamPlugin {
         let make = || Engine::new(config.clone());
         if let Some((rt, handle)) = start_worker(make, &ctx, &self.params, &self.link) {
             let control = handle.control();
-            join_saved_session(&self.params, &control, &self.link);
+            if !server::join_saved(&self.params, &control, &self.link) {
+                join_saved_session(&self.params, &control, &self.link);
+            }
             *lock(&self.link.control) = Some(control);
             self.worker = Some(handle);
             self.rt = Some(rt);
@@ -351,7 +369,9 @@ impl Plugin for JamPlugin {
             Some(rt) => {
                 rt.reset();
                 // A restored state may name another session.
-                if let Some(control) = self.link.control() {
+                if let Some(control) = self.link.control()
+                    && !server::join_saved(&self.params, &control, &self.link)
+                {
                     join_saved_session(&self.params, &control, &self.link);
                 }
             }

@@ -115,6 +115,19 @@ pub struct JamParams {
     /// empty); opened with `key_file` when the engine starts.
     #[persist = "agent"]
     pub agent: Arc<RwLock<String>>,
+
+    // ---- Joining through jamd (see `crate::server`). The password is
+    // ---- never persisted.
+    /// `jamd`'s URL (`http://host:port`) to join a session by name through;
+    /// empty: sessions by address only.
+    #[persist = "server"]
+    pub server: Arc<RwLock<String>>,
+    /// The name of the session to join on `server`.
+    #[persist = "server-session"]
+    pub server_session: Arc<RwLock<String>>,
+    /// The account on `server` (empty: the display name).
+    #[persist = "server-user"]
+    pub server_user: Arc<RwLock<String>>,
 }
 
 impl Default for JamParams {
@@ -151,6 +164,10 @@ impl Default for JamParams {
             peer_id: Arc::new(RwLock::new(String::new())),
             listen: Arc::new(RwLock::new(String::new())),
             agent: Arc::new(RwLock::new(String::new())),
+            // Joining through jamd.
+            server: Arc::new(RwLock::new(String::new())),
+            server_session: Arc::new(RwLock::new(String::new())),
+            server_user: Arc::new(RwLock::new(String::new())),
         }
     }
 }
@@ -234,5 +251,22 @@ mod tests {
         assert_eq!(read_field(&b.session), "127.0.0.1:5004");
         assert_eq!(read_field(&b.display_name), "Ana");
         assert_eq!(read_field(&b.agent), "/home/ana/ana.agent");
+    }
+
+    #[test]
+    fn server_fields_round_trip_under_their_permanent_names() {
+        let a = JamParams::default();
+        write_field(&a.server, "http://jam.example:8080");
+        write_field(&a.server_session, "friday night");
+        write_field(&a.server_user, "ana");
+        let saved = a.serialize_fields();
+        for key in ["server", "server-session", "server-user"] {
+            assert!(saved.contains_key(key), "{key} missing from {saved:?}");
+        }
+        let b = JamParams::default();
+        b.deserialize_fields(&saved);
+        assert_eq!(read_field(&b.server), "http://jam.example:8080");
+        assert_eq!(read_field(&b.server_session), "friday night");
+        assert_eq!(read_field(&b.server_user), "ana");
     }
 }

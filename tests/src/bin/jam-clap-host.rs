@@ -19,7 +19,9 @@
 //!
 //! Usage: `jam-clap-host BUNDLE.clap [--seconds S] [--name N] [--session
 //! ADDR] [--listen ADDR] [--latency live|interval] [--interval BEATS]
-//! [--play KEY,KEY,...] [--play-at S] [--state-in FILE] [--state-out FILE]`.
+//! [--play KEY,KEY,...] [--play-at S] [--state-in FILE] [--state-out FILE]
+//! [--field KEY=VALUE]...`. `--field` sets any persisted field by its key
+//! (`server`, `server-session`, `key-file`, ...).
 //! `--play` plays one note every 500 ms from `--play-at` seconds (default
 //! 2), each 250 ms long, velocity 100, channel 1. `--gui` (Linux, X11)
 //! opens the plugin's editor embedded in a window of the host's own for the
@@ -50,6 +52,7 @@ struct Args {
     play_at: f64,
     state_in: Option<String>,
     state_out: Option<String>,
+    fields: Vec<(String, String)>,
     gui: bool,
 }
 
@@ -78,6 +81,13 @@ fn parse_args() -> Result<Args> {
             "--play-at" => a.play_at = value()?.parse()?,
             "--state-in" => a.state_in = Some(value()?),
             "--state-out" => a.state_out = Some(value()?),
+            "--field" => {
+                let v = value()?;
+                let (key, value) = v
+                    .split_once('=')
+                    .with_context(|| format!("--field needs KEY=VALUE, got {v:?}"))?;
+                a.fields.push((key.to_string(), value.to_string()));
+            }
             "--gui" => a.gui = true,
             s if s.starts_with("--") => bail!("unknown option {s}"),
             s => a.bundle = s.to_string(),
@@ -206,18 +216,16 @@ fn run() -> Result<()> {
         let fields = state["fields"]
             .as_object_mut()
             .context("the state has no fields")?;
-        for (key, value) in [
+        let named = [
             ("session", &args.session),
             ("display-name", &args.name),
             ("listen", &args.listen),
-        ] {
-            if let Some(v) = value {
-                // Persisted fields are JSON documents of their own.
-                fields.insert(
-                    key.into(),
-                    Value::String(Value::String(v.clone()).to_string()),
-                );
-            }
+        ];
+        let named = named.into_iter().filter_map(|(k, v)| Some((k, v.clone()?)));
+        let extra = args.fields.iter().map(|(k, v)| (k.as_str(), v.clone()));
+        for (key, value) in named.chain(extra) {
+            // Persisted fields are JSON documents of their own.
+            fields.insert(key.into(), Value::String(Value::String(value).to_string()));
         }
     }
     let bytes = encode_state(&state)?;
