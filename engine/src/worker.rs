@@ -253,9 +253,9 @@ impl EngineControl {
     /// or for a worker run with [`EngineWorker::run`] on a runtime of the
     /// caller's). A network side to hand over with
     /// [`EngineControl::switch_network`] is started there, so that it runs
-    /// on the worker's thread and stops with it. A worker started by
-    /// [`EngineWorker::spawn`] has a runtime with timers only; one started
-    /// by [`EngineWorker::spawn_networked`] has sockets too.
+    /// on the worker's thread and stops with it. Runtimes the engine builds
+    /// have timers and sockets; one handed to [`EngineWorker::spawn_on`]
+    /// has what its builder enabled.
     pub fn runtime(&self) -> Option<tokio::runtime::Handle> {
         self.shared.runtime.get().cloned()
     }
@@ -385,10 +385,12 @@ impl EngineWorker {
     }
 
     /// Runs the worker on a new thread named `jam-engine-worker` with a
-    /// current-thread tokio runtime, connected to the network side by `net`.
+    /// current-thread tokio runtime (timers and sockets, so that a network
+    /// side can be started there later, see [`EngineControl::runtime`]),
+    /// connected to the network side by `net`.
     pub fn spawn(self, net: NetLink) -> std::io::Result<WorkerHandle> {
         let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
+            .enable_all()
             .build()?;
         self.spawn_on(rt, net)
     }

@@ -202,6 +202,18 @@ fn a_running_worker_switches_its_network_side_and_keeps_its_audio_half() {
     wait_for("bob to see alice leave", || ctl_b.peers().is_empty());
     wait_for("alice's peer table to empty", || ctl_a.peers().is_empty());
     assert_eq!(ctl_a.connection(), ConnectionState::Idle);
+    // Bob's note was still held: the audio half releases it as for any
+    // departure.
+    let mut released = Vec::new();
+    for _ in 0..400 {
+        released.extend(a.block(clock.now(), &[]));
+        if !released.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(5_333));
+    }
+    assert_eq!(released.len(), 1, "{released:?}");
+    assert_eq!(released[0].msg, ShortMessage::note_off(0, 60, 0));
 
     // The new side works both ways with the same audio half.
     ctl_a.join(SessionAddress::Direct(c.info.control), "alice", None);
