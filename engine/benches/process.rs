@@ -6,11 +6,19 @@
 //! HDR histogram, printed as `per-block ...`. The target is p99.9 at most 1 %
 //! of the block period (5.33 ms → 53 µs).
 //!
+//! Two figures beside it tell where a long block comes from: a second monitor
+//! synth fed the same events after each block, timed alone (the synth's
+//! share), and a fixed computation timed after the same sleep as a block
+//! (what the machine itself adds: timer ticks, other tenants of the VM).
+//! `JAM_BENCH_PROFILE=1` also prints the slowest blocks with what they held
+//! and the median block by number of distinct event samples.
+//!
 //! Run: `cargo bench -p jam-engine --bench process`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use jam_core::{Beats, Micros, PeerId, ShortMessage};
 use jam_engine::net::{NetEvent, net_link};
+use jam_engine::synth::MonitorSynth;
 use jam_engine::{
     Block, Engine, EngineConfig, EngineRt, EventBuffer, MAX_EVENTS_PER_BLOCK, Role, Settings,
     WorkerHandle,
@@ -35,6 +43,11 @@ struct Rig {
     monitor: bool,
     /// True when the last measured block was preempted.
     preempted: bool,
+    /// A second monitor synth fed the same events after each block, timed
+    /// on its own: the synth's share of the block.
+    shadow: MonitorSynth,
+    /// Time of the shadow synth in the last block.
+    synth_time: Duration,
 }
 
 impl Rig {
@@ -69,6 +82,8 @@ impl Rig {
             n: 0,
             monitor,
             preempted: false,
+            shadow: MonitorSynth::new(SR as f32, Settings::default().level),
+            synth_time: Duration::ZERO,
         }
     }
 
@@ -122,9 +137,51 @@ impl Rig {
         let dt = t0.elapsed();
         self.preempted = involuntary_switches() != switches;
         black_box(&self.left);
+        let level = if self.monitor {
+            Settings::default().level
+        } else {
+            0.0
+        };
+        let t0 = Instant::now();
+        self.shadow
+            .render(self.out.as_slice(), level, &mut self.left, &mut self.right);
+        self.synth_time = t0.elapsed();
+        black_box(&self.left);
         self.block += 1;
         dt
     }
+}
+
+/// What one measured block held (`JAM_BENCH_PROFILE=1` prints the slowest).
+#[derive(Debug)]
+#[allow(dead_code, reason = "read through Debug")]
+struct BlockRow {
+    /// `process_block`, ns.
+    ns: u64,
+    /// The second synth on the same events, ns.
+    synth_ns: u64,
+    /// Events placed in the block.
+    events: usize,
+    /// Distinct samples among them.
+    offsets: usize,
+    /// Note-ons among them.
+    note_ons: usize,
+    /// Voices sounding after the block.
+    voices: usize,
+}
+
+/// Sleeps as [`Rig::step`] does before its block, then times a fixed
+/// computation (of the order of a median block): what the machine adds to
+/// a block that does the same work every time (ns).
+fn fixed_work_after_sleep() -> u64 {
+    std::thread::sleep(Duration::from_micros(1500));
+    let t0 = Instant::now();
+    let mut x = black_box(1.0f64);
+    for _ in 0..4000 {
+        x = black_box(x * 1.000_001 + 1e-9);
+    }
+    black_box(x);
+    (t0.elapsed().as_nanos() as u64).max(1)
 }
 
 /// The kernel's count of times this thread was preempted (another task
@@ -158,20 +215,75 @@ fn bench(c: &mut Criterion) {
         .ok()
         .and_then(|m| m.parse().ok())
         .unwrap_or(1);
+    let profile = std::env::var_os("JAM_BENCH_PROFILE").is_some();
     for monitor in [true, false] {
         let mut rig = Rig::new(monitor);
         let new_hist =
             || hdrhistogram::Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).unwrap();
-        let (mut all, mut alone) = (new_hist(), new_hist());
+        let (mut all, mut alone, mut synth, mut fixed) =
+            (new_hist(), new_hist(), new_hist(), new_hist());
         let blocks = minutes * 60 * SR / BLOCK as u64;
+        let mut rows = Vec::with_capacity(blocks as usize);
         for _ in 0..blocks {
             let ns = (rig.step().as_nanos() as u64).max(1);
             all.record(ns).unwrap();
             if !rig.preempted {
                 alone.record(ns).unwrap();
             }
+            let synth_ns = (rig.synth_time.as_nanos() as u64).max(1);
+            synth.record(synth_ns).unwrap();
+            fixed.record(fixed_work_after_sleep()).unwrap();
+            let events = rig.out.as_slice();
+            rows.push(BlockRow {
+                ns,
+                synth_ns,
+                events: events.len(),
+                offsets: 1 + events
+                    .windows(2)
+                    .filter(|w| w[0].offset != w[1].offset)
+                    .count()
+                    - usize::from(events.is_empty()),
+                note_ons: events.iter().filter(|e| e.msg.is_note_on()).count(),
+                voices: rig.rt.active_voices(),
+            });
         }
         let us = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        let on_off = if monitor { "on" } else { "off" };
+        for (what, h) in [
+            (
+                "the monitor synth alone (a second synth fed the same events)",
+                &synth,
+            ),
+            ("a fixed computation after the same 1.5 ms sleep", &fixed),
+        ] {
+            println!(
+                "monitor {on_off}, {what}: p50 {:.2} µs, p99 {:.2} µs, p99.9 {:.2} µs, max {:.2} µs",
+                us(h, 0.5),
+                us(h, 0.99),
+                us(h, 0.999),
+                h.max() as f64 / 1000.0,
+            );
+        }
+        if profile {
+            rows.sort_unstable_by_key(|r| std::cmp::Reverse(r.ns));
+            println!("monitor {on_off}, the slowest blocks:");
+            for r in &rows[..20.min(rows.len())] {
+                println!("  {r:?}");
+            }
+            let mut by_offsets = std::collections::BTreeMap::<usize, Vec<u64>>::new();
+            for r in &rows {
+                by_offsets.entry(r.offsets).or_default().push(r.ns);
+            }
+            for (k, mut v) in by_offsets {
+                v.sort_unstable();
+                println!(
+                    "  {k} distinct event samples: {} blocks, median {:.2} µs, max {:.2} µs",
+                    v.len(),
+                    v[v.len() / 2] as f64 / 1000.0,
+                    v[v.len() - 1] as f64 / 1000.0,
+                );
+            }
+        }
         for (what, h) in [("all blocks", &all), ("blocks not preempted", &alone)] {
             println!(
                 "monitor {}, {what} ({} of {blocks}, {minutes} simulated min): p50 {:.2} µs, \

@@ -4,6 +4,7 @@
 //! rings and preallocated buffers without ever touching the heap.
 
 use jam_core::{Beats, Micros, PeerId, ShortMessage};
+use std::mem::MaybeUninit;
 
 /// A MIDI message that knows when and where on the timeline it was played.
 ///
@@ -79,6 +80,27 @@ pub struct Received {
     pub recovered: bool,
 }
 
+/// An empty vector with room for `capacity` items whose memory has already
+/// been written once. Allocates.
+///
+/// Fresh heap memory is only mapped on its first write; if that write came
+/// from the audio thread, each new page would cost it a page fault, and under
+/// memory pressure the kernel may put the faulting thread to sleep while it
+/// reclaims a page. Writing the buffer here, on the thread that builds it,
+/// takes those faults off the audio thread.
+pub(crate) fn prefaulted_vec<T>(capacity: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(capacity);
+    prefault(v.spare_capacity_mut());
+    v
+}
+
+/// Writes every slot of `slots` (zeros), so its pages are mapped now.
+pub(crate) fn prefault<T>(slots: &mut [MaybeUninit<T>]) {
+    slots.fill_with(MaybeUninit::zeroed);
+    // Keep the writes: nothing reads them before they are overwritten.
+    std::hint::black_box(slots);
+}
+
 /// A vector whose capacity is fixed at construction and never grows: pushing
 /// into a full buffer hands the value back instead of reallocating.
 ///
@@ -90,10 +112,12 @@ pub struct EventBuffer<T> {
 }
 
 impl<T> EventBuffer<T> {
-    /// An empty buffer that holds up to `capacity` items. Allocates.
+    /// An empty buffer that holds up to `capacity` items. Allocates, and
+    /// writes the whole buffer once, so that pushing into it never faults
+    /// in a fresh page on the audio thread.
     pub fn with_capacity(capacity: usize) -> Self {
         EventBuffer {
-            items: Vec::with_capacity(capacity),
+            items: prefaulted_vec(capacity),
         }
     }
 

@@ -192,21 +192,35 @@ pub(crate) fn decode_placement(word: u32) -> (LatencyMode, u32) {
     (mode, (word >> 8).max(1))
 }
 
+/// Writes every slot of an empty ring once (without committing anything),
+/// so neither thread faults in its pages later (see
+/// [`event::prefaulted_vec`]).
+fn prefault_ring<T>(p: &mut rtrb::Producer<T>) {
+    if let Ok(mut chunk) = p.write_chunk_uninit(p.slots()) {
+        let (a, b) = chunk.as_mut_slices();
+        event::prefault(a);
+        event::prefault(b);
+    }
+}
+
 /// Builds the engine's two halves.
 #[derive(Debug)]
 pub struct Engine;
 
 impl Engine {
     /// Makes the audio-thread half and the worker half, joined by their
-    /// rings. Allocates every buffer the audio thread will ever use, so call
+    /// rings. Allocates every buffer the audio thread will ever use and
+    /// writes it once (so its pages are mapped before the first block), so call
     /// it from a non-real-time thread (the plugin does so in `initialize`).
     #[allow(
         clippy::new_ret_no_self,
         reason = "a pair of halves, like rtrb::RingBuffer::new"
     )]
     pub fn new(config: EngineConfig) -> (EngineRt, EngineWorker) {
-        let (out_tx, out_rx) = rtrb::RingBuffer::new(OUTGOING_RING_CAPACITY);
-        let (in_tx, in_rx) = rtrb::RingBuffer::new(INCOMING_RING_CAPACITY);
+        let (mut out_tx, out_rx) = rtrb::RingBuffer::new(OUTGOING_RING_CAPACITY);
+        let (mut in_tx, in_rx) = rtrb::RingBuffer::new(INCOMING_RING_CAPACITY);
+        prefault_ring(&mut out_tx);
+        prefault_ring(&mut in_tx);
         let shared = Arc::new(Shared::default());
         let rt = EngineRt::new(
             out_tx,

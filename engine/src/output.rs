@@ -34,6 +34,7 @@
 //! it is a note-off or at most [`MAX_LATE`] late, else it is dropped; both
 //! count as late.
 
+use crate::event::prefaulted_vec;
 use crate::midi_manager::BlockClock;
 use crate::stats::{EngineCounters, PeerTable};
 use crate::timing::{At, Placed};
@@ -137,11 +138,12 @@ pub struct OutputManager {
 }
 
 impl OutputManager {
-    /// An empty manager with its scheduler allocated. Allocates.
+    /// An empty manager with its schedulers allocated (and written once, so
+    /// filling them never faults in a page on the audio thread). Allocates.
     pub fn new() -> Self {
         OutputManager {
-            held: BinaryHeap::with_capacity(SCHEDULER_CAPACITY),
-            timed: BinaryHeap::with_capacity(SCHEDULER_CAPACITY),
+            held: BinaryHeap::from(prefaulted_vec(SCHEDULER_CAPACITY)),
+            timed: BinaryHeap::from(prefaulted_vec(SCHEDULER_CAPACITY)),
             seq: 0,
             sounding: [0; MAX_PEERS],
             to_release: [0; MAX_PEERS],

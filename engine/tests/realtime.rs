@@ -11,10 +11,16 @@
 //!
 //! Locks: `EngineRt` holds no lock type (only rtrb ends, plain data and an
 //! `Arc` whose atomics it touches), so none can be taken by construction.
-//! The test also shows the audio thread never *waits*: on Linux it reads the
-//! thread's voluntary context switches (counted by the kernel each time a
-//! thread blocks: a contended lock, a sleep, blocking I/O) before and after
-//! the run, and requires zero.
+//! The test also shows the audio thread never *waits* inside
+//! `process_block`: on Linux it reads the thread's voluntary context
+//! switches (counted by the kernel each time a thread blocks: a contended
+//! lock, a sleep, blocking I/O, a page fault that has to wait for memory)
+//! with `getrusage(RUSAGE_THREAD)` right before and after every call, and
+//! requires their sum to be zero. Only the calls are counted, not the test's
+//! own loop around them. A second test proves the counting method sees a
+//! contended lock and a sleep.
+
+#![allow(unsafe_code, reason = "getrusage(RUSAGE_THREAD) is a libc call")]
 
 use assert_no_alloc::{AllocDisabler, assert_no_alloc, reset_violation_count, violation_count};
 use jam_core::{Beats, Micros, PeerId, ShortMessage};
@@ -39,11 +45,96 @@ const BURST_AT_US: u64 = 300_000_000;
 /// Host events in the one block that overflows the outgoing ring.
 const HOST_BURST: usize = 5 * OUTGOING_RING_CAPACITY;
 
-fn voluntary_switches() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/thread-self/status").ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-        .and_then(|v| v.trim().parse().ok())
+/// What the kernel counted for the calling thread so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ThreadUsage {
+    /// Voluntary context switches: times the thread blocked.
+    voluntary: u64,
+    /// Page faults that needed I/O.
+    major_faults: u64,
+    /// Page faults served without I/O.
+    minor_faults: u64,
+}
+
+impl ThreadUsage {
+    /// `getrusage(RUSAGE_THREAD)` for the calling thread; `None` where
+    /// the kernel has no per-thread figures.
+    #[cfg(target_os = "linux")]
+    fn now() -> Option<ThreadUsage> {
+        let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: `u` is a valid, writable `rusage`; RUSAGE_THREAD names the
+        // calling thread; the call writes only into `u`.
+        let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, u.as_mut_ptr()) };
+        if rc != 0 {
+            return None;
+        }
+        // SAFETY: `rusage` is plain integers, zeroed above and filled by
+        // the successful call.
+        let u = unsafe { u.assume_init() };
+        Some(ThreadUsage {
+            voluntary: u.ru_nvcsw as u64,
+            major_faults: u.ru_majflt as u64,
+            minor_faults: u.ru_minflt as u64,
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn now() -> Option<ThreadUsage> {
+        None
+    }
+}
+
+/// Runs `f` on this thread and adds to `total` what the kernel counted for
+/// the thread during the call, and only during it (`total` becomes `None`
+/// where the counts are not available).
+fn counted<R>(total: &mut Option<ThreadUsage>, f: impl FnOnce() -> R) -> R {
+    let before = ThreadUsage::now();
+    let r = f();
+    let after = ThreadUsage::now();
+    *total = match (*total, before, after) {
+        (Some(t), Some(b), Some(a)) => Some(ThreadUsage {
+            voluntary: t.voluntary + (a.voluntary - b.voluntary),
+            major_faults: t.major_faults + (a.major_faults - b.major_faults),
+            minor_faults: t.minor_faults + (a.minor_faults - b.minor_faults),
+        }),
+        _ => None,
+    };
+    r
+}
+
+#[test]
+fn the_count_of_blocking_sees_a_contended_lock_and_a_sleep() {
+    if ThreadUsage::now().is_none() {
+        eprintln!("SKIP: no per-thread usage figures on this system");
+        return;
+    }
+    // A lock another thread holds for a while: taking it must wait.
+    let lock = Arc::new(std::sync::Mutex::new(()));
+    let held = Arc::new(std::sync::Barrier::new(2));
+    let holder = {
+        let (lock, held) = (lock.clone(), held.clone());
+        std::thread::spawn(move || {
+            let _g = lock.lock().unwrap();
+            held.wait();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        })
+    };
+    held.wait();
+    let mut waited = Some(ThreadUsage::default());
+    counted(&mut waited, || drop(lock.lock().unwrap()));
+    holder.join().unwrap();
+    let waited = waited.unwrap();
+    assert!(
+        waited.voluntary >= 1,
+        "a contended lock went unseen: {waited:?}"
+    );
+
+    let mut slept = Some(ThreadUsage::default());
+    counted(&mut slept, || {
+        std::thread::sleep(std::time::Duration::from_millis(2))
+    });
+    let slept = slept.unwrap();
+    assert!(slept.voluntary >= 1, "a sleep went unseen: {slept:?}");
 }
 
 #[test]
@@ -137,13 +228,13 @@ fn ten_simulated_minutes_with_eight_peers_never_allocate_or_block() {
                 })
                 .collect();
             let mut paused = false;
-            let mut switches = 0u64;
+            // What the kernel counted for this thread inside the calls.
+            let mut usage = ThreadUsage::now().map(|_| ThreadUsage::default());
             let mut left = vec![0.0f32; BLOCK];
             let mut right = vec![0.0f32; BLOCK];
             let blocks = SIM_SECONDS * SR as u64 / BLOCK as u64;
             let mut peak = 0.0f32;
             let mut placed = 0u64;
-            let mut before = voluntary_switches();
             reset_violation_count();
             for b in 0..blocks {
                 let now = Micros(b * BLOCK as u64 * 1_000_000 / SR as u64);
@@ -173,14 +264,12 @@ fn ten_simulated_minutes_with_eight_peers_never_allocate_or_block() {
                     // the incoming ring. The wait spins (no blocking call)
                     // and is not part of the measured process calls.
                     paused = true;
-                    switches += voluntary_switches().zip(before).map_or(0, |(a, b)| a - b);
                     let t0 = std::time::Instant::now();
                     while control.counters().dropped_incoming == 0
                         && t0.elapsed() < std::time::Duration::from_secs(60)
                     {
                         std::hint::spin_loop();
                     }
-                    before = voluntary_switches();
                 }
                 // Host notes: a chord every 50 blocks; once, a burst far
                 // larger than the outgoing ring.
@@ -206,16 +295,18 @@ fn ten_simulated_minutes_with_eight_peers_never_allocate_or_block() {
                 } else {
                     input.as_slice()
                 };
-                assert_no_alloc(|| {
-                    rt.process_block(&mut Block {
-                        now,
-                        sample_rate: SR as f32,
-                        transport,
-                        settings,
-                        input: host_input,
-                        output: &mut out,
-                        left: &mut left,
-                        right: &mut right,
+                counted(&mut usage, || {
+                    assert_no_alloc(|| {
+                        rt.process_block(&mut Block {
+                            now,
+                            sample_rate: SR as f32,
+                            transport,
+                            settings,
+                            input: host_input,
+                            output: &mut out,
+                            left: &mut left,
+                            right: &mut right,
+                        })
                     })
                 });
                 placed += out.len() as u64;
@@ -224,17 +315,10 @@ fn ten_simulated_minutes_with_eight_peers_never_allocate_or_block() {
                 }
             }
             let violations = violation_count();
-            let after = voluntary_switches();
-            (
-                violations,
-                before.zip(after).map(|(a, b)| b - a + switches),
-                placed,
-                peak,
-                rt,
-            )
+            (violations, usage, placed, peak, rt)
         })
     };
-    let (violations, switches, placed, peak, rt) = audio.join().unwrap();
+    let (violations, usage, placed, peak, rt) = audio.join().unwrap();
     done.store(true, Ordering::Relaxed);
     feeder.join().unwrap();
     let counters = control.counters();
@@ -244,12 +328,16 @@ fn ten_simulated_minutes_with_eight_peers_never_allocate_or_block() {
     let sent = commands.join().unwrap();
 
     eprintln!(
-        "violations {violations}, voluntary switches {switches:?}, placed {placed}, \
+        "violations {violations}, inside process_block: {usage:?}, placed {placed}, \
          peak {peak:.3}, sent {sent}, counters {counters:?}"
     );
     assert_eq!(violations, 0, "process_block allocated or freed memory");
-    if let Some(s) = switches {
-        assert_eq!(s, 0, "the audio thread blocked {s} times");
+    if let Some(u) = usage {
+        assert_eq!(
+            u.voluntary, 0,
+            "the audio thread blocked {} times inside process_block ({u:?})",
+            u.voluntary
+        );
     }
     assert_eq!(peers.len(), PEERS as usize);
     // The streams really went through: most of 8 × 50 × 600 events placed.
