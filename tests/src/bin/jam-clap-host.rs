@@ -19,11 +19,15 @@
 //!
 //! Usage: `jam-clap-host BUNDLE.clap [--seconds S] [--name N] [--session
 //! ADDR] [--listen ADDR] [--latency live|interval] [--interval BEATS]
-//! [--play KEY,KEY,...] [--play-at S] [--state-in FILE] [--state-out FILE]`.
+//! [--play KEY,KEY,...] [--play-at S] [--state-in FILE] [--state-out FILE]
+//! [--field NAME=VALUE]... [--record FROM,TO]`.
 //! `--play` plays one note every 500 ms from `--play-at` seconds (default
 //! 2), each 250 ms long, velocity 100, channel 1. `--gui` (Linux, X11)
 //! opens the plugin's editor embedded in a window of the host's own for the
 //! whole run, so it can be looked at or captured (`$DISPLAY` must be set).
+//! `--field` sets any persisted field (`capture-folder`, `key-file`, ...);
+//! `--record` turns the `record` parameter on at FROM seconds and off at TO
+//! (a host automating it).
 #![allow(unsafe_code, reason = "loading a CLAP entry is unsafe by nature")]
 
 use anyhow::{Context, Result, bail};
@@ -51,6 +55,8 @@ struct Args {
     state_in: Option<String>,
     state_out: Option<String>,
     gui: bool,
+    fields: Vec<(String, String)>,
+    record: Option<(f64, f64)>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -79,6 +85,16 @@ fn parse_args() -> Result<Args> {
             "--state-in" => a.state_in = Some(value()?),
             "--state-out" => a.state_out = Some(value()?),
             "--gui" => a.gui = true,
+            "--field" => {
+                let v = value()?;
+                let (name, val) = v.split_once('=').context("--field needs NAME=VALUE")?;
+                a.fields.push((name.to_string(), val.to_string()));
+            }
+            "--record" => {
+                let v = value()?;
+                let (from, to) = v.split_once(',').context("--record needs FROM,TO")?;
+                a.record = Some((from.trim().parse()?, to.trim().parse()?));
+            }
             s if s.starts_with("--") => bail!("unknown option {s}"),
             s => a.bundle = s.to_string(),
         }
@@ -219,6 +235,12 @@ fn run() -> Result<()> {
                 );
             }
         }
+        for (key, v) in &args.fields {
+            fields.insert(
+                key.clone(),
+                Value::String(Value::String(v.clone()).to_string()),
+            );
+        }
     }
     let bytes = encode_state(&state)?;
     state_ext
@@ -279,6 +301,15 @@ fn run() -> Result<()> {
         if b == 0 {
             for &(id, value) in &params {
                 push_param(&mut input, id, value);
+            }
+        }
+        if let Some((from, to)) = args.record {
+            let at = |s: f64| (s * RATE) as u64 / BLOCK as u64;
+            if b == at(from) {
+                push_param(&mut input, "record", 1.0);
+            }
+            if b == at(to) {
+                push_param(&mut input, "record", 0.0);
             }
         }
         while let Some(&(at, key, on)) = to_play.get(next) {
