@@ -254,6 +254,7 @@ fn the_record_switch_starts_and_finishes_captures_in_the_folder() {
         session: "127.0.0.1:5004".into(),
     };
     control.set_capture_target(target.clone(), clock);
+    ticks(3); // handled before the switch is read
     rt.set_record(true);
     wait_for("no key file", || {
         control
@@ -274,6 +275,7 @@ fn the_record_switch_starts_and_finishes_captures_in_the_folder() {
     target.key_file = Some(key.clone());
     target.folder = Some(not_a_folder.clone());
     control.set_capture_target(target.clone(), clock);
+    ticks(3); // handled before the switch is read
     rt.set_record(true);
     wait_for("the folder error", || {
         control
@@ -287,6 +289,7 @@ fn the_record_switch_starts_and_finishes_captures_in_the_folder() {
     // Now it records: two notes played while on.
     target.folder = Some(folder.clone());
     control.set_capture_target(target, clock);
+    ticks(3); // handled before the switch is read
     rt.set_record(true);
     wait_for("recording", || control.capture_status().recording);
     let status = control.capture_status();
