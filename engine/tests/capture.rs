@@ -183,7 +183,8 @@ fn the_worker_records_sent_and_received_events_with_their_beats() {
 /// Reads every MIDI record of the capture at `path` with `id`.
 fn midi_in(path: &std::path::Path, id: &Identity) -> Vec<MidiEvent> {
     let file = std::fs::File::open(path).unwrap();
-    let mut reader = CaptureReader::open(std::io::BufReader::new(file), &[id.clone()]).unwrap();
+    let mut reader =
+        CaptureReader::open(std::io::BufReader::new(file), std::slice::from_ref(id)).unwrap();
     let mut midi = Vec::new();
     while let Some((_, rec)) = reader.next_record().unwrap() {
         if let Record::Midi(m) = rec {
@@ -326,7 +327,11 @@ fn the_record_switch_starts_and_finishes_captures_in_the_folder() {
     for path in [&first, &second] {
         let file = std::fs::File::open(path).unwrap();
         assert!(
-            CaptureReader::open(std::io::BufReader::new(file), &[stranger.clone()]).is_err(),
+            CaptureReader::open(
+                std::io::BufReader::new(file),
+                std::slice::from_ref(&stranger)
+            )
+            .is_err(),
             "{}",
             path.display()
         );
