@@ -7,11 +7,11 @@
 //! is read to the end (every chunk checked) and decoded, and the model's
 //! kind must be the one its metadata names. Realtime-safe: no (file I/O).
 
+use crate::key_file::{KeyFileError, read_identity};
+use jam_capture::CaptureError;
 use jam_capture::agent::open_agent;
-use jam_capture::keys::{decode_key_file, key_file_is_encrypted};
-use jam_capture::{CaptureError, Identity, KeyError};
 use jam_predict::agent::{ModelError, decode_model};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Where the agent comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub struct AgentSource {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AgentLoadError {
-    /// A file could not be read.
+    /// The agent file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
         /// The file.
@@ -35,17 +35,10 @@ pub enum AgentLoadError {
         /// Why.
         source: std::io::Error,
     },
-    /// The key file is passphrase protected.
-    #[error("key file {0} is passphrase protected; the engine needs an unencrypted one")]
-    EncryptedKey(PathBuf),
-    /// The key file is not a jam secret key.
-    #[error("key file {path}: {source}")]
-    Key {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: KeyError,
-    },
+    /// The key file cannot be used (unreadable, passphrase protected, not
+    /// a jam secret key).
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
     /// The agent file cannot be opened or is damaged.
     #[error("agent {path}: {source}")]
     Open {
@@ -74,29 +67,13 @@ pub enum AgentLoadError {
     },
 }
 
-fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> AgentLoadError {
-    let path = path.to_path_buf();
-    move |source| AgentLoadError::Read { path, source }
-}
-
-/// Reads the identity in an unencrypted key file (the engine and the
-/// plugin cannot ask for a passphrase): the agent's recipient key, and the
-/// device key the plugin registers with `jamd`.
-pub fn read_identity(key_file: &Path) -> Result<Identity, AgentLoadError> {
-    let text = std::fs::read_to_string(key_file).map_err(read_err(key_file))?;
-    if key_file_is_encrypted(&text) {
-        return Err(AgentLoadError::EncryptedKey(key_file.to_path_buf()));
-    }
-    decode_key_file(&text, None).map_err(|e| AgentLoadError::Key {
-        path: key_file.to_path_buf(),
-        source: e,
-    })
-}
-
 /// Opens `source` and returns the model bytes, checked.
 pub fn load_agent(source: &AgentSource) -> Result<Vec<u8>, AgentLoadError> {
     let id = read_identity(&source.key_file)?;
-    let file = std::fs::File::open(&source.path).map_err(read_err(&source.path))?;
+    let file = std::fs::File::open(&source.path).map_err(|e| AgentLoadError::Read {
+        path: source.path.clone(),
+        source: e,
+    })?;
     let open_err = |e| AgentLoadError::Open {
         path: source.path.clone(),
         source: e,

@@ -25,8 +25,23 @@
 //! A write error ends the recording: nothing more is appended (the chunks
 //! already written stay intact, and `jam capture repair` closes the file),
 //! and [`Recording::finish`] reports the error.
+//!
+//! **The record switch.** A host can record with a switch instead
+//! ([`crate::EngineRt::set_record`], the plugin's `record` parameter): the
+//! audio thread only stores the switch in an atomic, and the worker, at its
+//! next tick, starts a capture in the folder of the [`CaptureTarget`]
+//! ([`crate::EngineControl::set_capture_target`]) named by the UTC date and
+//! time and the session ([`capture_file_name`], never an existing file:
+//! `_2`, `_3`, ... is added), sealed to the owner of the target's key file
+//! ([`Recording::create_in`]). When the switch goes off, the worker
+//! finishes it. A capture that cannot start (no key file, no folder, a
+//! folder it cannot write to) or that a write error ends (disk full) leaves
+//! the switch on but nothing recording until it is turned off and on
+//! again; the reason is in [`CaptureStatus::error`]
+//! ([`crate::EngineControl::capture_status`]).
 
 use crate::StampedEvent;
+use crate::key_file::{KeyFileError, read_identity};
 use jam_capture::record::{Direction, MidiEvent, SCHEMA_VERSION, SessionStart};
 use jam_capture::writer::{CaptureConfig, CaptureStats, CaptureWriter};
 use jam_capture::{CaptureError, Recipient};
@@ -62,7 +77,110 @@ pub enum RecordingError {
         /// Why.
         source: std::io::Error,
     },
+    /// No capture folder is set.
+    #[error("no capture folder is set")]
+    NoFolder,
+    /// No key file is set: a capture is sealed to its owner.
+    #[error("no key file is set (a capture is sealed to the key file's owner)")]
+    NoKeyFile,
+    /// The key file cannot be used.
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
+    /// The capture folder does not exist and cannot be made.
+    #[error("cannot use capture folder {path}: {source}")]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
+
+/// Where the record switch writes captures, and for whom. Set by the host
+/// with [`crate::EngineControl::set_capture_target`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CaptureTarget {
+    /// The folder the captures go into (made if missing).
+    pub folder: Option<PathBuf>,
+    /// The secret key file whose owner can open the captures.
+    pub key_file: Option<PathBuf>,
+    /// The recording participant's display name.
+    pub recorder_name: String,
+    /// The session, for the file name (its address, or any label).
+    pub session: String,
+}
+
+/// The capture as the worker last saw it, for the user interface.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CaptureStatus {
+    /// A capture is being written.
+    pub recording: bool,
+    /// The file being written, else the last one written.
+    pub path: Option<PathBuf>,
+    /// MIDI events in it so far (at the end, for the last one).
+    pub events: u64,
+    /// Why the last capture could not start or ended early, until the
+    /// next one starts.
+    pub error: Option<String>,
+}
+
+/// The name of the `attempt`-th (from 1) capture file for a session started
+/// at `unix_secs` (UTC): `2026-11-21_142510_<session>.scp`, then `_2`,
+/// `_3`, ... before the extension. The session label keeps ASCII letters,
+/// digits, `.` and `-` (others become `-`, at most 40 of them), so the name
+/// is valid on every file system.
+pub fn capture_file_name(unix_secs: i64, session: &str, attempt: u32) -> String {
+    let days = unix_secs.div_euclid(86_400);
+    let secs = unix_secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let mut label: String = session
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    let trimmed = label.trim_matches(['-', '.']).to_string();
+    label = if trimmed.is_empty() {
+        "session".to_string()
+    } else {
+        trimmed
+    };
+    let suffix = if attempt > 1 {
+        format!("_{attempt}")
+    } else {
+        String::new()
+    };
+    format!(
+        "{y:04}-{m:02}-{d:02}_{:02}{:02}{:02}_{label}{suffix}.scp",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Year, month, day of a day count from 1970-01-01 (proleptic Gregorian;
+/// Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// How many names [`Recording::create_in`] tries before giving up.
+const MAX_NAME_ATTEMPTS: u32 = 1000;
 
 /// Who records, for the capture's first record.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +289,55 @@ impl Recording {
                 })
             }
         }
+    }
+
+    /// Starts a capture in `target`'s folder (made if missing) under a new
+    /// [`capture_file_name`] for the current date and time, sealed to the
+    /// owner of `target`'s key file. `recorder` and `tempo_bpm` go into the
+    /// first record as in [`Recording::create`].
+    pub fn create_in<G: rand_core::CryptoRng + ?Sized>(
+        target: &CaptureTarget,
+        recorder: PeerId,
+        tempo_bpm: f64,
+        clock: MonotonicClock,
+        rng: &mut G,
+    ) -> Result<Recording, RecordingError> {
+        let folder = target.folder.as_ref().ok_or(RecordingError::NoFolder)?;
+        let key_file = target.key_file.as_ref().ok_or(RecordingError::NoKeyFile)?;
+        let owner = read_identity(key_file)?.to_public();
+        std::fs::create_dir_all(folder).map_err(|source| RecordingError::Folder {
+            path: folder.clone(),
+            source,
+        })?;
+        let unix_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let start = RecordingStart {
+            recorder,
+            recorder_name: target.recorder_name.clone(),
+            session_schema: jam_session_crdt::schema::SCHEMA_MAJOR,
+            tempo_bpm,
+        };
+        let mut attempt = 1;
+        loop {
+            let path = folder.join(capture_file_name(unix_secs, &target.session, attempt));
+            match Recording::create(&path, &[owner], start.clone(), clock, rng) {
+                Err(RecordingError::Create { source, .. })
+                    if source.kind() == std::io::ErrorKind::AlreadyExists
+                        && attempt < MAX_NAME_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// True once a write error has ended the recording (nothing more is
+    /// appended; [`Recording::finish`] reports the error).
+    pub fn failed(&self) -> bool {
+        matches!(self.state, State::Failed(_))
     }
 
     /// The clock every record's time is on.
@@ -288,4 +455,35 @@ pub(crate) struct Incoming {
     pub(crate) beat: Beats,
     pub(crate) arrival: Micros,
     pub(crate) recovered: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(unix_secs: i64, session: &str, attempt: u32, expected: &str) {
+        assert_eq!(capture_file_name(unix_secs, session, attempt), expected);
+    }
+
+    #[test]
+    fn capture_file_names_carry_the_utc_date_time_and_session() {
+        check(
+            0,
+            "127.0.0.1:5004",
+            1,
+            "1970-01-01_000000_127.0.0.1-5004.scp",
+        );
+        // 2026-11-21 14:25:10 UTC.
+        check(
+            1_795_271_110,
+            "lan:Band Room",
+            1,
+            "2026-11-21_142510_lan-Band-Room.scp",
+        );
+        check(1_795_271_110, "", 2, "2026-11-21_142510_session_2.scp");
+        check(951_825_600, "ä/..\\x", 3, "2000-02-29_120000_x_3.scp");
+        let long = "y".repeat(100);
+        let name = capture_file_name(0, &long, 1);
+        assert_eq!(name.len(), "1970-01-01_000000_".len() + 40 + ".scp".len());
+    }
 }

@@ -71,6 +71,7 @@
 pub mod agent;
 pub mod capture;
 pub mod event;
+pub mod key_file;
 pub mod midi_manager;
 pub mod net;
 pub mod network;
@@ -83,11 +84,15 @@ pub mod timeline;
 pub mod timing;
 pub mod worker;
 
-pub use agent::{AgentLoadError, AgentSource, read_identity};
-pub use capture::{Recording, RecordingError, RecordingStart, RecordingSummary};
+pub use agent::{AgentLoadError, AgentSource};
+pub use capture::{
+    CaptureStatus, CaptureTarget, Recording, RecordingError, RecordingStart, RecordingSummary,
+};
+pub use key_file::{KeyFileError, read_identity};
 pub use event::{EventBuffer, HostEvent, OutEvent, Received, RemoteEvent, StampedEvent};
 pub use jam_core::LatencyMode;
 pub use jam_predict::coherent::AheadChange;
+pub use key_file::KeyFileError;
 pub use midi_manager::{BlockClock, BlockTimer, HostTransport, MidiManager};
 pub use net::{NetCommand, NetEvent, NetLink, NetPort, Role, SessionAddress};
 pub use network::{NetworkConfig, NetworkError, NetworkInfo};
@@ -99,7 +104,7 @@ pub use worker::{EngineControl, EngineWorker, WorkerHandle};
 
 use jam_core::PeerId;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64};
 
 /// Remote participants with their own slot: MIDI channel, timbre and row in
 /// the peer table. MIDI has 16 channels.
@@ -155,6 +160,13 @@ pub(crate) struct Shared {
     /// The latency mode and interval of the latest block
     /// ([`encode_placement`]). Writer: audio thread. Relaxed.
     pub(crate) placement: AtomicU32,
+    /// The host's record switch ([`EngineRt::set_record`]). Writer: audio
+    /// thread; reader: worker (starts and finishes the capture). Relaxed:
+    /// a lone flag.
+    pub(crate) record: AtomicBool,
+    /// The capture as the worker last saw it. Writer: worker; readers:
+    /// user interface. Never touched by the audio thread.
+    pub(crate) capture: std::sync::Mutex<capture::CaptureStatus>,
     /// Coherent schedule-ahead changes this engine proposed, not yet taken
     /// by [`EngineControl::take_ahead_proposals`]. Worker and user
     /// interface only; the audio thread never takes this lock.
@@ -229,7 +241,7 @@ impl Engine {
             MidiManager::new(config.local_peer),
             config.sample_rate,
         );
-        let worker = EngineWorker::new(out_rx, in_tx, shared, config.agent);
+        let worker = EngineWorker::new(out_rx, in_tx, shared, config.agent, config.local_peer);
         (rt, worker)
     }
 }

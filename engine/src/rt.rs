@@ -168,22 +168,43 @@ impl EngineRt {
         *self.midi.timeline()
     }
 
+    /// Tells the worker the settings it decides with (latency mode and
+    /// interval, local role) before any block runs: a host restoring a
+    /// project calls it at activation, so remote events that arrive before
+    /// the first block are decided in the restored mode, not the default.
+    /// [`EngineRt::process_block`] does the same for every block.
+    /// Realtime-safe: yes (atomic stores).
+    pub fn publish_settings(&mut self, s: &Settings) {
+        let interval = s.interval_beats.clamp(1, MAX_INTERVAL_BEATS);
+        if s.role != self.role {
+            self.role = s.role;
+            self.shared
+                .local_role
+                .store(s.role.index(), Ordering::Relaxed);
+        }
+        self.shared.placement.store(
+            crate::encode_placement(s.latency, interval),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Sets the record switch: the worker starts a capture in the folder of
+    /// its [`crate::CaptureTarget`] when it goes on and finishes it when it
+    /// goes off (see [`crate::capture`]). Call it once per block with the
+    /// host's parameter. Realtime-safe: yes (one atomic store).
+    pub fn set_record(&self, on: bool) {
+        self.shared.record.store(on, Ordering::Relaxed);
+    }
+
     /// Processes one block (see the module doc). Realtime-safe: yes.
     pub fn process_block(&mut self, block: &mut Block<'_>) {
         let len = block.left.len().min(block.right.len());
         let s = block.settings;
         let interval = s.interval_beats.clamp(1, MAX_INTERVAL_BEATS);
+        self.publish_settings(&s);
         let shared = &*self.shared;
-        if s.role != self.role {
-            self.role = s.role;
-            shared.local_role.store(s.role.index(), Ordering::Relaxed);
-        }
-        // The worker's clock and mode for its timing decisions.
+        // The worker's clock for its timing decisions.
         shared.audio_now.store(block.now.0, Ordering::Relaxed);
-        shared.placement.store(
-            crate::encode_placement(s.latency, interval),
-            Ordering::Relaxed,
-        );
         self.synth.set_sample_rate(block.sample_rate);
         let clock =
             self.midi

@@ -669,6 +669,21 @@ impl SessionRuntime {
         self.clock.now()
     }
 
+    /// Writes every change of the document so far into a capture that
+    /// starts now (later ones follow from [`SessionRuntime::tick`]), so a
+    /// capture started mid-session holds the whole session state.
+    pub(crate) fn record_document(&mut self, recording: &mut Recording) {
+        let Some(sync) = self.session.sync_mut() else {
+            return;
+        };
+        let doc = sync.doc_mut();
+        // Mark them exported: `tick` writes only what comes after.
+        doc.take_new_changes();
+        for c in doc.automerge().get_changes(&[]) {
+            recording.session_change(c.raw_bytes());
+        }
+    }
+
     /// A transport event that concerns the session.
     pub(crate) fn net_event(&mut self, ev: &NetEvent) {
         let now = self.now();

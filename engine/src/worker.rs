@@ -11,7 +11,9 @@
 //! - user commands ([`EngineControl`]) become [`NetCommand`]s;
 //! - while a capture runs ([`EngineControl::start_capture`]), every event
 //!   sent and received goes into it, and it is ticked every [`WORKER_TICK`]
-//!   (see [`crate::capture`]); it is finished when the worker stops.
+//!   (see [`crate::capture`]); it is finished when the worker stops;
+//! - every tick it follows the audio thread's record switch: on, it starts
+//!   a capture in the [`CaptureTarget`]'s folder; off, it finishes it.
 //!
 //! - remote events and the time-driven work (predictions, stuck notes, the
 //!   coherent schedule-ahead) go through [`Timing`] per latency mode, and
@@ -29,7 +31,9 @@
 //! audio thread. The worker never waits on the network side either: a full
 //! command queue drops the command and counts it.
 
-use crate::capture::{self, Recording, RecordingError, RecordingSummary};
+use crate::capture::{
+    self, CaptureStatus, CaptureTarget, Recording, RecordingError, RecordingSummary,
+};
 use crate::net::{ConnectionState, NetCommand, NetEvent, NetLink, Role, SessionAddress};
 use crate::rt::Inbound;
 use crate::session_sync::{SessionRuntime, SessionSetup, SessionView};
@@ -70,6 +74,7 @@ enum Control {
     BrowseLan(bool),
     Timeline(Timeline),
     StartCapture(Box<Recording>),
+    CaptureTarget(CaptureTarget, MonotonicClock),
     Session(SessionControl),
     FinishCapture(oneshot::Sender<Option<Result<RecordingSummary, RecordingError>>>),
     LoadAgent(AgentSource),
@@ -97,6 +102,19 @@ enum SessionControl {
 /// What [`EngineControl::finish_capture`] answers: `None` when no capture
 /// was running, else how it ended.
 pub type CaptureDone = oneshot::Receiver<Option<Result<RecordingSummary, RecordingError>>>;
+
+/// Where the record switch stands on the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Switch {
+    /// Off, or on but not yet seen.
+    Off,
+    /// On, and the running capture is the switch's.
+    Recording,
+    /// On, but nothing records (the capture could not start, a write error
+    /// ended it, or it was finished by a command): waits for the switch to
+    /// go off.
+    Held,
+}
 
 /// A cheap, cloneable handle for the user interface and the CLI: commands
 /// to the worker and read access to the shared figures.
@@ -157,7 +175,27 @@ impl EngineControl {
         self.send(Control::StartCapture(Box::new(recording)));
     }
 
-    /// Finishes the running capture (index, chunk count, sync). The answer
+    /// Sets where the record switch ([`crate::EngineRt::set_record`])
+    /// writes its captures and for whom; takes effect at the next capture.
+    /// `clock` must be the clock the engine's blocks read (every record's
+    /// time is on it).
+    pub fn set_capture_target(&self, target: CaptureTarget, clock: MonotonicClock) {
+        self.send(Control::CaptureTarget(target, clock));
+    }
+
+    /// The capture as the worker last saw it: recording or not, the file,
+    /// its event count, and why the last one could not start or ended.
+    pub fn capture_status(&self) -> CaptureStatus {
+        self.shared
+            .capture
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Finishes the running capture (index, chunk count, sync). A capture
+    /// the record switch started is not started again until the switch
+    /// goes off and on. The answer
     /// comes on the returned channel (`blocking_recv` outside a runtime);
     /// a stopped worker drops the sender, which reads as an error.
     pub fn finish_capture(&self) -> CaptureDone {
@@ -314,6 +352,12 @@ pub struct EngineWorker {
     /// Tasks of the network sides handed over so far; a stopping worker
     /// waits for them to say goodbye.
     net_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Where the record switch writes captures, and the blocks' clock.
+    capture_target: Option<(CaptureTarget, MonotonicClock)>,
+    /// The record switch as the worker follows it.
+    switch: Switch,
+    /// The local participant (the recorder of switched captures).
+    local_peer: PeerId,
 }
 
 /// A running worker thread. Dropping it stops and joins the thread.
@@ -356,6 +400,7 @@ impl EngineWorker {
         to_rt: rtrb::Producer<Inbound>,
         shared: Arc<Shared>,
         agent: Option<AgentSource>,
+        local_peer: PeerId,
     ) -> Self {
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         EngineWorker {
@@ -373,6 +418,9 @@ impl EngineWorker {
             placed: Vec::new(),
             agent,
             net_tasks: Vec::new(),
+            capture_target: None,
+            switch: Switch::Off,
+            local_peer,
         }
     }
 
@@ -462,6 +510,7 @@ impl EngineWorker {
                     if let Some(r) = &mut self.recording {
                         r.tick();
                     }
+                    self.follow_record_switch();
                 }
             }
         }
@@ -475,14 +524,33 @@ impl EngineWorker {
             }
         })
         .await;
-        if let Some(done) = self.finish_capture() {
-            match done {
-                Ok(s) => tracing::info!(
+        self.end_capture();
+    }
+
+    /// Finishes the running capture, if any, logs how it ended and shows it
+    /// in the status.
+    fn end_capture(&mut self) {
+        let Some(done) = self.finish_capture() else {
+            return;
+        };
+        self.show_finished(&done);
+    }
+
+    fn show_finished(&self, done: &Result<RecordingSummary, RecordingError>) {
+        let mut status = self.capture_status();
+        status.recording = false;
+        match done {
+            Ok(s) => {
+                tracing::info!(
                     path = %s.path.display(),
                     events = s.stats.midi_events,
                     "capture finished"
-                ),
-                Err(e) => tracing::error!("{e}"),
+                );
+                status.events = s.stats.midi_events;
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                status.error = Some(e.to_string());
             }
         }
     }
@@ -502,6 +570,82 @@ impl EngineWorker {
         self.net_tasks.retain(|t| !t.is_finished());
         self.net_tasks.extend(task);
         self.command(net, NetCommand::SetRole(self.role));
+    }
+
+    fn capture_status(&self) -> std::sync::MutexGuard<'_, CaptureStatus> {
+        // A poisoned lock only means a reader panicked; the data is plain.
+        self.shared
+            .capture
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts or finishes the switch's capture as the audio thread's record
+    /// switch says, and shows the running capture's count.
+    fn follow_record_switch(&mut self) {
+        let on = self.shared.record.load(Ordering::Relaxed);
+        match (on, self.switch) {
+            (true, Switch::Off) => {
+                let tempo = self.timeline.bpm();
+                let mut rng = rand_core::UnwrapErr(rand::rngs::SysRng);
+                let created = match &self.capture_target {
+                    Some((target, clock)) => {
+                        Recording::create_in(target, self.local_peer, tempo, *clock, &mut rng)
+                    }
+                    None => Err(RecordingError::NoFolder),
+                };
+                match created {
+                    Ok(r) => {
+                        tracing::info!(path = %r.path().display(), "capture started");
+                        self.install_capture(r);
+                        self.switch = Switch::Recording;
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot start the capture: {e}");
+                        self.capture_status().error = Some(e.to_string());
+                        self.switch = Switch::Held;
+                    }
+                }
+            }
+            (false, Switch::Recording) => {
+                self.end_capture();
+                self.switch = Switch::Off;
+            }
+            (false, Switch::Held) => self.switch = Switch::Off,
+            (true, Switch::Recording) if self.recording.as_ref().is_some_and(Recording::failed) => {
+                // A write error (a full disk) ended it: close what is written.
+                self.end_capture();
+                self.switch = Switch::Held;
+            }
+            _ => {}
+        }
+        if let Some(r) = &self.recording {
+            let events = r.stats().midi_events;
+            let mut status = self.capture_status();
+            status.recording = true;
+            status.events = events;
+        }
+    }
+
+    /// Makes `r` the running capture (finishing one already running), with
+    /// the names of the participants already here and the session document
+    /// so far.
+    fn install_capture(&mut self, mut r: Recording) {
+        self.end_capture();
+        *self.capture_status() = CaptureStatus {
+            recording: true,
+            path: Some(r.path().to_path_buf()),
+            events: 0,
+            error: None,
+        };
+        let beat = self.timeline.beat_at(jam_core::Clock::now(r.clock()));
+        for p in self.shared.peers.snapshot() {
+            r.peer_name(p.peer, &p.name, beat);
+        }
+        if let Some(s) = &mut self.session {
+            s.record_document(&mut r);
+        }
+        self.recording = Some(r);
     }
 
     fn load_agent(&mut self, source: &AgentSource) {
@@ -655,21 +799,23 @@ impl EngineWorker {
                 self.push_to_rt(Inbound::Timeline(t));
             }
             Control::StartCapture(r) => {
-                if let Some(Err(e)) = self.finish_capture() {
-                    tracing::error!("{e}");
+                if self.switch == Switch::Recording {
+                    self.switch = Switch::Held;
                 }
-                let mut r = *r;
-                // Participants already here: their names go in first.
-                let beat = self.timeline.beat_at(jam_core::Clock::now(r.clock()));
-                for p in self.shared.peers.snapshot() {
-                    r.peer_name(p.peer, &p.name, beat);
-                }
-                self.recording = Some(r);
+                self.install_capture(*r);
             }
+            Control::CaptureTarget(t, clock) => self.capture_target = Some((t, clock)),
             Control::FinishCapture(reply) => {
                 // What the audio thread played up to now goes in first.
                 self.flush(net);
-                let _ = reply.send(self.finish_capture());
+                if self.switch == Switch::Recording {
+                    self.switch = Switch::Held;
+                }
+                let done = self.finish_capture();
+                if let Some(d) = &done {
+                    self.show_finished(d);
+                }
+                let _ = reply.send(done);
             }
             Control::LoadAgent(source) => self.load_agent(&source),
             Control::AgentModel(bytes) => self.set_model(bytes),

@@ -179,3 +179,165 @@ fn the_worker_records_sent_and_received_events_with_their_beats() {
     let file = std::fs::File::open(&path).unwrap();
     assert!(CaptureReader::open(std::io::BufReader::new(file), &[stranger]).is_err());
 }
+
+/// Reads every MIDI record of the capture at `path` with `id`.
+fn midi_in(path: &std::path::Path, id: &Identity) -> Vec<MidiEvent> {
+    let file = std::fs::File::open(path).unwrap();
+    let mut reader =
+        CaptureReader::open(std::io::BufReader::new(file), std::slice::from_ref(id)).unwrap();
+    let mut midi = Vec::new();
+    while let Some((_, rec)) = reader.next_record().unwrap() {
+        if let Record::Midi(m) = rec {
+            midi.push(m);
+        }
+    }
+    midi
+}
+
+/// The record switch (the plugin's `record` parameter): the audio thread
+/// only stores it; the worker starts a capture in the target folder, named
+/// by date, time and session, sealed to the key file's owner, and finishes
+/// it when the switch goes off. Problems are shown, never panicked on, and
+/// leave nothing recording until the switch goes off and on again.
+#[test]
+fn the_record_switch_starts_and_finishes_captures_in_the_folder() {
+    use jam_capture::keys::{KdfParams, encode_key_file};
+    use jam_engine::CaptureTarget;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let me = Identity::generate(&mut rng);
+    let stranger = Identity::generate(&mut rng);
+    let key = dir.path().join("me.key");
+    let text = encode_key_file(&me, None, KdfParams::DEFAULT, &mut rng).unwrap();
+    std::fs::write(&key, text.as_str()).unwrap();
+    let folder = dir.path().join("captures"); // made by the first capture
+    let local = PeerId([1; 16]);
+    let clock = MonotonicClock::new();
+
+    let (mut rt, worker) = Engine::new(EngineConfig::new(local));
+    let (link, mut port) = net_link();
+    let handle = worker.spawn(link).unwrap();
+    let control = handle.control();
+    // The worker has ticked `n` more times (so it has seen the switch).
+    let ticks = |n: u64| {
+        let t0 = control.counters().ticks;
+        wait_for("worker ticks", || control.counters().ticks >= t0 + n);
+    };
+    let mut out = EventBuffer::with_capacity(MAX_EVENTS_PER_BLOCK);
+    let (mut l, mut r) = (vec![0.0f32; 256], vec![0.0f32; 256]);
+    let mut play = |rt: &mut jam_engine::EngineRt, key: u8| {
+        let input = [HostEvent {
+            offset: 0,
+            msg: ShortMessage::note_on(0, key, 100),
+        }];
+        rt.process_block(&mut Block {
+            now: clock_now(&clock),
+            sample_rate: 48_000.0,
+            transport: Default::default(),
+            settings: Default::default(),
+            input: &input,
+            output: &mut out,
+            left: &mut l,
+            right: &mut r,
+        });
+    };
+
+    // No target yet, then no key file: an error, nothing recording.
+    rt.set_record(true);
+    wait_for("the error", || control.capture_status().error.is_some());
+    assert!(!control.capture_status().recording);
+    rt.set_record(false);
+    ticks(3);
+    let mut target = CaptureTarget {
+        folder: Some(folder.clone()),
+        key_file: None,
+        recorder_name: "me".into(),
+        session: "127.0.0.1:5004".into(),
+    };
+    control.set_capture_target(target.clone(), clock);
+    ticks(3); // handled before the switch is read
+    rt.set_record(true);
+    wait_for("no key file", || {
+        control
+            .capture_status()
+            .error
+            .is_some_and(|e| e.contains("no key file"))
+    });
+    // Still on: it does not retry until the switch goes off and on.
+    ticks(3);
+    assert!(!control.capture_status().recording);
+    assert!(!folder.exists(), "nothing was made");
+    rt.set_record(false);
+    ticks(3);
+
+    // A folder that is a file cannot be used.
+    let not_a_folder = dir.path().join("plain-file");
+    std::fs::write(&not_a_folder, b"x").unwrap();
+    target.key_file = Some(key.clone());
+    target.folder = Some(not_a_folder.clone());
+    control.set_capture_target(target.clone(), clock);
+    ticks(3); // handled before the switch is read
+    rt.set_record(true);
+    wait_for("the folder error", || {
+        control
+            .capture_status()
+            .error
+            .is_some_and(|e| e.contains("capture folder") && e.contains("plain-file"))
+    });
+    rt.set_record(false);
+    ticks(3);
+
+    // Now it records: two notes played while on.
+    target.folder = Some(folder.clone());
+    control.set_capture_target(target, clock);
+    ticks(3); // handled before the switch is read
+    rt.set_record(true);
+    wait_for("recording", || control.capture_status().recording);
+    let status = control.capture_status();
+    assert_eq!(status.error, None);
+    let first = status.path.clone().unwrap();
+    assert_eq!(first.parent(), Some(folder.as_path()));
+    let name = first.file_name().unwrap().to_str().unwrap().to_string();
+    assert!(name.ends_with("_127.0.0.1-5004.scp"), "{name}");
+    play(&mut rt, 60);
+    play(&mut rt, 62);
+    wait_for("two events", || control.capture_status().events == 2);
+    rt.set_record(false);
+    wait_for("finished", || !control.capture_status().recording);
+    let status = control.capture_status();
+    assert_eq!((status.path.as_ref(), status.events), (Some(&first), 2));
+    // Events sent while off are not recorded.
+    play(&mut rt, 64);
+    ticks(3);
+
+    // On again: a new file, never the old one.
+    rt.set_record(true);
+    wait_for("recording again", || control.capture_status().recording);
+    let second = control.capture_status().path.unwrap();
+    assert_ne!(second, first);
+    play(&mut rt, 65);
+    wait_for("one event", || control.capture_status().events == 1);
+    // Stopping the worker (the plugin dropped) finishes it.
+    handle.stop();
+    while port.commands.try_recv().is_ok() {}
+
+    let keys = |m: &[MidiEvent]| -> Vec<u8> { m.iter().map(|e| e.bytes[1]).collect() };
+    assert_eq!(keys(&midi_in(&first, &me)), vec![60, 62]);
+    assert_eq!(keys(&midi_in(&second, &me)), vec![65]);
+    for path in [&first, &second] {
+        let file = std::fs::File::open(path).unwrap();
+        assert!(
+            CaptureReader::open(
+                std::io::BufReader::new(file),
+                std::slice::from_ref(&stranger)
+            )
+            .is_err(),
+            "{}",
+            path.display()
+        );
+    }
+}
+
+fn clock_now(clock: &MonotonicClock) -> Micros {
+    jam_core::Clock::now(clock)
+}

@@ -448,3 +448,36 @@ fn predictive_mode_plays_counts_and_reconciles_predictions_from_a_sealed_agent()
         "{peer:?}"
     );
 }
+
+/// Regression (issue 5): a host restoring a project in interval mode hands
+/// the worker that mode at activation (`EngineRt::publish_settings`), so an
+/// event that arrives before the first block is decided in it (held N beats
+/// by the audio thread), not in the default live mode (placed at once).
+#[test]
+fn the_restored_mode_decides_events_that_arrive_before_the_first_block() {
+    let remote = PeerId([9; 16]);
+    let mut rig = Rig::new(PeerId([1; 16]), None);
+    let restored = Settings {
+        latency: LatencyMode::Interval,
+        ..Settings::default()
+    };
+    rig.rt.publish_settings(&restored);
+    rig.feed(joined(remote, Role::Melody));
+    // Played at 0.5 s and 0.75 s (beats 1 and 1.5 at 120 BPM), each
+    // arriving 10 ms later, all before any block.
+    let on = ShortMessage::note_on(0, 64, 100);
+    let off = ShortMessage::note_off(0, 64, 0);
+    rig.feed(midi(remote, on, Micros(500_000), Micros(510_000)));
+    rig.feed(midi(remote, off, Micros(750_000), Micros(760_000)));
+    rig.settle(2);
+    let mut got = Vec::new();
+    for b in 0..1700u64 {
+        for e in rig.block(block_time(b), LatencyMode::Interval) {
+            got.push((b, e.offset, e.msg));
+        }
+    }
+    // 16 beats later: beat 17 = 8.5 s = sample 408 000 (block 1593, offset
+    // 192); beat 17.5 = 8.75 s = sample 420 000 (block 1640, offset 160).
+    assert_eq!(got, vec![(1593, 192, on), (1640, 160, off)]);
+    rig.stop();
+}

@@ -4,7 +4,9 @@
 //! streaming 50 events/s each through the real worker and rings, plus host
 //! notes going out, switches through all four latency modes (live,
 //! coherent, interval, predictive with a trained agent predicting every
-//! peer), transport loops, timeline swaps and bursts that fill both rings. Every block runs under
+//! peer), transport loops, timeline swaps, bursts that fill both rings, and
+//! the record switch on for most of the run (the worker writing a sealed
+//! capture of everything, started and finished as it flips). Every block runs under
 //! `assert_no_alloc` with its allocator installed for the whole test
 //! binary: any allocation or free inside `process_block` is counted and
 //! fails the test.
@@ -147,6 +149,28 @@ fn ten_simulated_minutes_with_eight_peers_never_allocate_or_block() {
     let lines = jam_predict::synth::motif_tunes(5, 8, 4);
     let model = jam_predict::agent::markov::train(&lines, &Default::default());
     control.set_agent_model(model.to_model_bytes());
+    // The record switch writes sealed captures into a temporary folder.
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.key");
+    let id = jam_capture::Identity::generate(&mut rand::rng());
+    let text = jam_capture::keys::encode_key_file(
+        &id,
+        None,
+        jam_capture::keys::KdfParams::DEFAULT,
+        &mut rand::rng(),
+    )
+    .unwrap();
+    std::fs::write(&key, text.as_str()).unwrap();
+    let folder = dir.path().join("captures");
+    control.set_capture_target(
+        jam_engine::CaptureTarget {
+            folder: Some(folder.clone()),
+            key_file: Some(key),
+            recorder_name: "rt".into(),
+            session: "realtime".into(),
+        },
+        jam_core::MonotonicClock::new(),
+    );
 
     // Simulated time of the block being processed, published by the audio
     // thread (one relaxed store per block) for the feeder to pace itself.
@@ -295,8 +319,11 @@ fn ten_simulated_minutes_with_eight_peers_never_allocate_or_block() {
                 } else {
                     input.as_slice()
                 };
+                // Recording for 90 000 blocks of every 100 000.
+                let record = b % 100_000 < 90_000;
                 counted(&mut usage, || {
                     assert_no_alloc(|| {
+                        rt.set_record(record);
                         rt.process_block(&mut Block {
                             now,
                             sample_rate: SR as f32,
@@ -323,6 +350,7 @@ fn ten_simulated_minutes_with_eight_peers_never_allocate_or_block() {
     feeder.join().unwrap();
     let counters = control.counters();
     let peers = control.peers();
+    let capture = control.capture_status();
     drop(rt);
     handle.stop();
     let sent = commands.join().unwrap();
@@ -351,6 +379,13 @@ fn ten_simulated_minutes_with_eight_peers_never_allocate_or_block() {
     assert!(counters.dropped_incoming > 0, "{counters:?}");
     assert_eq!(counters.blocks, SIM_SECONDS * SR as u64 / BLOCK as u64);
     assert!(sent > 0 && sent == counters.sent);
+    // The record switch ran: a first capture finished at block 90 000, a
+    // second ran to the end (finished when the worker stopped). A worker
+    // held up for the whole 10 000-block gap may see no gap: one file.
+    assert_eq!(capture.error, None, "{capture:?}");
+    assert!(capture.recording && capture.events > 0, "{capture:?}");
+    let files = std::fs::read_dir(&folder).unwrap().count();
+    assert!((1..=2).contains(&files), "{files} captures: {capture:?}");
     // Predictive mode ran with the agent: predictions were played.
     let predicted: u64 = peers.iter().map(|p| p.predicted).sum();
     assert!(predicted > 0, "{peers:?}");

@@ -1,7 +1,10 @@
 //! The editor: a small egui panel where a producer types the session address
 //! and display name, joins or leaves, picks a peer found on the LAN, and sees
 //! the connection state and every participant with its channel, role,
-//! round-trip time, loss, recovered and late events.
+//! round-trip time, loss, recovered and late events. Its recording section
+//! sets the capture folder and key file, switches the `record` parameter,
+//! and shows whether a capture runs, its file, its event count and why one
+//! could not start or ended early.
 //!
 //! A separate section joins a session by name through `jamd`: server URL,
 //! session name, user and password (the password stays in this editor's
@@ -15,7 +18,7 @@
 
 use crate::params::{JamParams, read_field, write_field};
 use crate::server::ServerState;
-use crate::{EditorLink, display_name, key_file};
+use crate::{EditorLink, display_name, key_file, update_capture_target};
 use jam_engine::EngineControl;
 use jam_engine::net::{ConnectionState, SessionAddress};
 use nice_plug::context::gui::GuiContext;
@@ -56,6 +59,8 @@ pub fn create(params: Arc<JamParams>, link: Arc<EditorLink>) -> Option<JamEditor
             error: None,
             browsing: false,
             server: ServerPanel::default(),
+            capture_folder: String::new(),
+            key_file: String::new(),
         },
     )
 }
@@ -75,6 +80,11 @@ pub struct SessionPanel {
     error: Option<String>,
     /// True once LAN browsing was requested for this editor session.
     browsing: bool,
+    // --- Capture (recording) ---
+    /// Capture folder being typed (saved as it changes).
+    capture_folder: String,
+    /// Key file being typed (saved as it changes).
+    key_file: String,
     /// The join-through-jamd section.
     server: ServerPanel,
 }
@@ -153,6 +163,73 @@ impl ServerPanel {
     }
 }
 
+// --- Capture (recording) ---------------------------------------------------
+
+impl SessionPanel {
+    /// The recording section: folder, key file, the record switch, and the
+    /// capture's state.
+    fn recording_ui(&mut self, ui: &mut egui::Ui, control: Option<&EngineControl>) {
+        ui.separator();
+        ui.strong("Recording");
+        let mut changed = false;
+        egui::Grid::new("recording").num_columns(2).show(ui, |ui| {
+            ui.label("Capture folder");
+            if ui
+                .text_edit_singleline(&mut self.capture_folder)
+                .on_hover_text("where sealed session captures (.scp) are written")
+                .changed()
+            {
+                write_field(&self.params.capture_folder, self.capture_folder.trim());
+                changed = true;
+            }
+            ui.end_row();
+            ui.label("Key file");
+            if ui
+                .text_edit_singleline(&mut self.key_file)
+                .on_hover_text("your secret key file (jam keys new); only its owner opens captures")
+                .changed()
+            {
+                write_field(&self.params.key_file, self.key_file.trim());
+                changed = true;
+            }
+            ui.end_row();
+            if let Some(gui) = &self.gui {
+                let setter = gui.param_setter();
+                ui.label("Record");
+                ui.add(ParamSlider::for_param(&self.params.record, &setter));
+                ui.end_row();
+            }
+        });
+        let Some(c) = control else { return };
+        if changed {
+            update_capture_target(&self.params, c);
+        }
+        let status = c.capture_status();
+        let file = status
+            .path
+            .as_ref()
+            .map_or(String::new(), |p| p.display().to_string());
+        if status.recording {
+            ui.colored_label(
+                egui::Color32::LIGHT_RED,
+                format!("● recording {file} ({} events)", status.events),
+            );
+        } else if status.path.is_some() {
+            ui.label(format!(
+                "not recording; last: {file} ({} events)",
+                status.events
+            ));
+        } else {
+            ui.label("not recording");
+        }
+        if let Some(e) = &status.error {
+            ui.colored_label(egui::Color32::LIGHT_RED, e);
+        }
+    }
+}
+
+// --- end of capture --------------------------------------------------------
+
 impl SessionPanel {
     fn join(&mut self, control: &EngineControl, address: &str) {
         match address.parse::<SessionAddress>() {
@@ -162,6 +239,8 @@ impl SessionPanel {
                     address.trim().to_string();
                 write_field(&self.params.display_name, self.name.trim());
                 control.join(a, &display_name(&self.params), key_file(&self.params));
+                // Captures are named after the session.
+                update_capture_target(&self.params, control);
                 self.error = None;
             }
             Err(e) => self.error = Some(e.to_string()),
@@ -192,10 +271,26 @@ impl NiceEguiApp for SessionPanel {
         self.name = read_field(&self.params.display_name);
         self.listen = read_field(&self.params.listen);
         self.server.load(&self.params);
+        self.capture_folder = read_field(&self.params.capture_folder);
+        self.key_file = read_field(&self.params.key_file);
         Ok(())
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut Frame) {
+        egui::ScrollArea::vertical().show(ui, |ui| self.panel_ui(ui));
+    }
+
+    fn editor_closed(&mut self) {
+        if let (Some(c), true) = (self.link.control(), self.browsing) {
+            c.browse_lan(false);
+        }
+        self.browsing = false;
+        self.gui = None;
+    }
+}
+
+impl SessionPanel {
+    fn panel_ui(&mut self, ui: &mut egui::Ui) {
         // The figures change without any input: redraw a few times a second.
         ui.ctx()
             .request_repaint_after(std::time::Duration::from_millis(250));
@@ -328,13 +423,6 @@ impl NiceEguiApp for SessionPanel {
                 ui.end_row();
             });
         }
-    }
-
-    fn editor_closed(&mut self) {
-        if let (Some(c), true) = (self.link.control(), self.browsing) {
-            c.browse_lan(false);
-        }
-        self.browsing = false;
-        self.gui = None;
+        self.recording_ui(ui, control.as_ref());
     }
 }

@@ -15,16 +15,31 @@
 //!    call it makes this instance's participant id (persisted), builds the
 //!    engine with [`Engine::new`], starts its worker thread with the network
 //!    side from [`set_net_factory`], sizes the event buffers from
-//!    [`MAX_EVENTS_PER_BLOCK`], and joins the saved session if there is one.
-//!    Later calls (sample-rate or block-size changes, reactivation) only
-//!    reset the engine: the worker and the session stay up.
+//!    [`MAX_EVENTS_PER_BLOCK`], turns the session document on
+//!    ([`EngineControl::enable_session`], as `jam peer` does: the timeline
+//!    follows the session's tempo map and captures carry its changes), and
+//!    joins the saved session if there is one. Later calls (sample-rate or
+//!    block-size changes, reactivation) only reset the engine: the worker
+//!    and the session stay up. Every activation hands the worker the
+//!    restored latency mode and interval
+//!    ([`jam_engine::EngineRt::publish_settings`]), so remote events that
+//!    arrive before the first block are decided in that mode, and the
+//!    capture folder and key file ([`capture_target`]).
 //! 3. `reset` clears playing state without allocating (it may run on the
 //!    audio thread).
 //! 4. `process` reads the clock once, fills the preallocated input buffer,
 //!    calls [`jam_engine::EngineRt::process_block`], and forwards the output
 //!    events. With the `assert_process_allocs` feature (on in debug builds)
 //!    any allocation there aborts.
-//! 5. Dropping the plugin stops the worker (off the audio thread).
+//! 5. `deactivate` turns the record switch off and waits for the worker to
+//!    finish the capture; dropping the plugin stops the worker (off the
+//!    audio thread), which finishes a capture still running.
+//!
+//! **Recording.** The `record` parameter is read in `process` as a value
+//! and stored in an atomic ([`jam_engine::EngineRt::set_record`]); the
+//! engine worker starts a sealed `.scp` in the `capture-folder` when it goes
+//! on and finishes it when it goes off (see [`jam_engine::capture`]). The
+//! editor shows its state, file, event count and any error.
 //!
 //! **Network.** By default each instance runs the transport's RTP-MIDI
 //! participant on its engine worker's runtime
@@ -49,9 +64,11 @@ pub mod server;
 use crate::params::{JamParams, read_field, write_field};
 use jam_core::{Clock, MonotonicClock, PeerId, ShortMessage};
 use jam_engine::net::{NetLink, SessionAddress};
+use jam_engine::session_sync::SessionSetup;
 use jam_engine::{
-    Block, BlockTimer, Engine, EngineConfig, EngineControl, EngineRt, EngineWorker, EventBuffer,
-    HostEvent, HostTransport, MAX_EVENTS_PER_BLOCK, NetworkConfig, OutEvent, WorkerHandle,
+    Block, BlockTimer, CaptureTarget, Engine, EngineConfig, EngineControl, EngineRt, EngineWorker,
+    EventBuffer, HostEvent, HostTransport, MAX_EVENTS_PER_BLOCK, NetworkConfig, OutEvent,
+    WorkerHandle,
 };
 use nice_plug::midi::MidiResult;
 use nice_plug::prelude::*;
@@ -254,6 +271,19 @@ impl JamPlugin {
         let make = || Engine::new(config.clone());
         if let Some((rt, handle)) = start_worker(make, &ctx, &self.params, &self.link) {
             let control = handle.control();
+            // The session document, as `jam peer` has it; before any join,
+            // so that joining makes this engine a replica.
+            let created_unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                .unwrap_or(0);
+            let setup = SessionSetup::new(
+                &display_name(&self.params),
+                jam_engine::Timeline::default().bpm(),
+                created_unix_ms,
+                &mut rand::rng(),
+            );
+            control.enable_session(setup, local_peer, self.clock);
             if !server::join_saved(&self.params, &control, &self.link) {
                 join_saved_session(&self.params, &control, &self.link);
             }
@@ -311,6 +341,63 @@ pub fn agent_source(params: &JamParams) -> Option<jam_engine::AgentSource> {
         key_file: key_file(params)?,
     })
 }
+
+// --- Capture (recording) ---------------------------------------------------
+
+/// Where the record switch writes: the `capture-folder` field, sealed to the
+/// owner of the key file, named after the session address (or `local`).
+pub fn capture_target(params: &JamParams) -> CaptureTarget {
+    let folder = read_field(&params.capture_folder);
+    let session = read_field(&params.session);
+    CaptureTarget {
+        folder: (!folder.trim().is_empty()).then(|| PathBuf::from(folder.trim())),
+        key_file: key_file(params),
+        recorder_name: display_name(params),
+        session: if session.trim().is_empty() {
+            "local".to_string()
+        } else {
+            session.trim().to_string()
+        },
+    }
+}
+
+/// Hands the worker the current capture folder and key file (at activation
+/// and when the editor changes them).
+pub fn update_capture_target(params: &JamParams, control: &EngineControl) {
+    control.set_capture_target(capture_target(params), process_clock());
+}
+
+/// How long `deactivate` waits for the worker to finish a capture.
+const FINISH_CAPTURE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Finishes the running capture and waits (at most
+/// [`FINISH_CAPTURE_TIMEOUT`]) until it is closed. Not on the audio thread.
+fn finish_capture(control: &EngineControl) {
+    let mut done = control.finish_capture();
+    let deadline = std::time::Instant::now() + FINISH_CAPTURE_TIMEOUT;
+    loop {
+        match done.try_recv() {
+            Ok(Some(Ok(s))) => {
+                nice_log!("capture {} finished", s.path.display());
+                return;
+            }
+            Ok(Some(Err(e))) => {
+                nice_error!("{e}");
+                return;
+            }
+            Ok(None) | Err(tokio::sync::oneshot::error::TryRecvError::Closed) => return,
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                if std::time::Instant::now() > deadline {
+                    nice_error!("the capture did not finish in time");
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
+    }
+}
+
+// --- end of capture --------------------------------------------------------
 
 /// Converts a host note event into a short MIDI message, if it is one.
 /// Realtime-safe: yes.
@@ -377,8 +464,25 @@ impl Plugin for JamPlugin {
             }
             None => self.start_engine(buffer_config.sample_rate),
         }
+        // The restored mode and interval, before the first block; the
+        // capture folder and key file the state may have restored.
+        if let Some(rt) = &mut self.rt {
+            rt.publish_settings(&self.params.settings());
+        }
+        if let Some(control) = self.link.control() {
+            update_capture_target(&self.params, &control);
+        }
         self.timer.reset();
         self.rt.is_some()
+    }
+
+    fn deactivate(&mut self) {
+        // Nothing is processed until the next activation: close the capture
+        // now rather than when the plugin is dropped.
+        if let (Some(rt), Some(control)) = (&self.rt, self.link.control()) {
+            rt.set_record(false);
+            finish_capture(&control);
+        }
     }
 
     fn reset(&mut self) {
@@ -400,6 +504,8 @@ impl Plugin for JamPlugin {
             }
             return ProcessStatus::Normal;
         };
+        // The worker starts or finishes the capture; one atomic store.
+        rt.set_record(self.params.record.value());
         let read = self.clock.now();
         self.input.clear();
         let mut dropped = 0u64;

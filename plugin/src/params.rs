@@ -91,6 +91,17 @@ pub struct JamParams {
     #[id = "send"]
     pub send: BoolParam,
 
+    // --- Capture (recording) -------------------------------------------
+    /// Record the session into a sealed capture in `capture_folder` while
+    /// on (automatable; off by default). Read on the audio thread and acted
+    /// on by the engine worker.
+    #[id = "record"]
+    pub record: BoolParam,
+    /// Folder the captures (`.scp`) go into, one file per recording, named
+    /// by date, time and session; sealed to the owner of `key_file`.
+    #[persist = "capture-folder"]
+    pub capture_folder: Arc<RwLock<String>>,
+    // --- end of capture -------------------------------------------------
     /// Session address (`host:port`, `ip:port` or `lan:NAME`) to join.
     #[persist = "session"]
     pub session: Arc<RwLock<String>>,
@@ -158,6 +169,8 @@ impl Default for JamParams {
             .with_value_to_string(formatters::v2s_f32_gain_to_db(1))
             .with_string_to_value(formatters::s2v_f32_gain_to_db()),
             send: BoolParam::new("Send", true),
+            record: BoolParam::new("Record", false),
+            capture_folder: Arc::new(RwLock::new(String::new())),
             session: Arc::new(RwLock::new(String::new())),
             display_name: Arc::new(RwLock::new(String::new())),
             key_file: Arc::new(RwLock::new(String::new())),
@@ -207,6 +220,7 @@ mod tests {
     fn defaults_match_the_engine_defaults_except_where_documented() {
         let p = JamParams::default();
         assert_eq!(p.settings(), Settings::default());
+        assert!(!p.record.value(), "record is off by default");
     }
 
     #[test]
@@ -214,7 +228,9 @@ mod tests {
         let ids: Vec<String> = p_ids();
         assert_eq!(
             ids,
-            ["role", "latency", "interval", "monitor", "level", "send"]
+            [
+                "role", "latency", "interval", "monitor", "level", "send", "record"
+            ]
         );
     }
 
@@ -245,9 +261,11 @@ mod tests {
         write_field(&a.session, "127.0.0.1:5004");
         write_field(&a.display_name, "Ana");
         write_field(&a.agent, "/home/ana/ana.agent");
+        write_field(&a.capture_folder, "/home/ana/captures");
         let saved = a.serialize_fields();
         let b = JamParams::default();
         b.deserialize_fields(&saved);
+        assert_eq!(read_field(&b.capture_folder), "/home/ana/captures");
         assert_eq!(read_field(&b.session), "127.0.0.1:5004");
         assert_eq!(read_field(&b.display_name), "Ana");
         assert_eq!(read_field(&b.agent), "/home/ana/ana.agent");

@@ -3,8 +3,9 @@
 //! - `bundle_survives_host_edge_cases` loads the built `.clap` bundle from
 //!   disk, as a DAW does, and drives it through blocks of 1 to 4096 samples,
 //!   sample-rate changes, deactivate/reactivate, transport jumps and loops,
-//!   with notes in. A debug bundle runs `process` under nice-plug's
-//!   `assert_process_allocs`: any allocation there aborts the test.
+//!   with notes in, and the record switch flipping. A debug bundle runs
+//!   `process` under nice-plug's `assert_process_allocs`: any allocation
+//!   there aborts the test.
 //! - `notes_cross_the_transport_seam_sample_accurately` hosts the plugin's
 //!   CLAP entry in this process, so the test can stand on the network side
 //!   of the transport seam (`set_net_factory`): host notes come out as
@@ -114,7 +115,11 @@ fn bundle_survives_host_edge_cases() {
                 beat = if i % 2 == 0 { 0.0 } else { beat + 32.0 };
             }
             let t = transport(i % 5 != 4, 120.0, beat);
-            let (l, r, _) = p.process(n, &notes, &[("latency", (round % 2) as f64)], &t, i);
+            // The record switch flips too (no capture folder: the worker
+            // shows an error; `process` only stores the flag).
+            let record = if i % 11 < 6 { 1.0 } else { 0.0 };
+            let params = [("latency", (round % 2) as f64), ("record", record)];
+            let (l, r, _) = p.process(n, &notes, &params, &t, i);
             assert_eq!(l.len(), n);
             assert!(l.iter().chain(&r).all(|x| x.is_finite()));
             beat += n as f64 / (sr / 2.0);

@@ -17,6 +17,10 @@
 //!   the MIDI file to the sample (±1 for microsecond rounding), except across
 //!   a host stall long enough to re-anchor the block clock (the host reports
 //!   those, and pairs that span one are not checked to the sample).
+//!
+//! Recording: the host turns the plugin's `record` parameter on and off
+//! while it plays into a session with a `jam peer`; the real `jam capture
+//! replay` opens the capture it wrote with the key file's owner key only.
 
 use jam_tests::jam_peer::JamPeer;
 use serde_json::Value;
@@ -337,3 +341,141 @@ fn state_saved_in_one_host_restores_the_session_in_another() {
         "{lines:?}"
     );
 }
+
+// --- Capture (recording) ---------------------------------------------------
+
+fn jam(args: &[&str]) -> std::process::Output {
+    Command::new(&paths().2)
+        .args(args)
+        .env_remove("JAM_KEY")
+        .env_remove("JAM_PASSPHRASE")
+        .output()
+        .unwrap()
+}
+
+/// `jam keys new -o PATH` (no passphrase: the plugin cannot ask for one).
+fn new_key(path: &Path) {
+    let out = jam(&["keys", "new", "-o", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_record_switch_captures_local_and_remote_notes_for_the_key_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("alice.key");
+    let other = dir.path().join("eve.key");
+    new_key(&key);
+    new_key(&other);
+    let song = dir.path().join("scale.mid");
+    write_scale(&song);
+    let folder = dir.path().join("captures");
+    let (peer, control) = jam_peer(
+        "bob",
+        &["--duration", "9", "--play", song.to_str().unwrap()],
+    );
+    let report = run_host(&[
+        "--seconds",
+        "6",
+        "--name",
+        "alice",
+        "--session",
+        &control,
+        "--play",
+        "72,74",
+        "--play-at",
+        "2",
+        "--field",
+        &format!("key-file={}", key.display()),
+        "--field",
+        &format!("capture-folder={}", folder.display()),
+        "--record",
+        "0.5,5.5",
+    ]);
+    assert_eq!(
+        report["state"]["params"]["record"]["bool"], false,
+        "{report}"
+    );
+    let out = peer.finish(EXIT_LIMIT);
+    assert!(out.status.success());
+
+    // One capture, named by date, time and session.
+    let files: Vec<PathBuf> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let capture = &files[0];
+    let name = capture.file_name().unwrap().to_str().unwrap().to_string();
+    let label = control.replace(':', "-");
+    assert!(name.ends_with(&format!("_{label}.scp")), "{name}");
+
+    let out = jam(&[
+        "capture",
+        "replay",
+        "--json",
+        "--key",
+        key.to_str().unwrap(),
+        capture.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "replay: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records[0]["kind"], "session-start", "{}", records[0]);
+    assert_eq!(records[0]["recorder_name"], "alice");
+    let recorder = records[0]["recorder"].as_str().unwrap();
+    let bob_id = records
+        .iter()
+        .filter(|r| r["kind"] == "metadata" && r["value"] == "bob")
+        .find_map(|r| r["key"].as_str()?.strip_prefix("name:"))
+        .expect("bob's name is recorded");
+    let midi = |direction: &str| -> Vec<String> {
+        records
+            .iter()
+            .filter(|r| r["kind"] == "midi" && r["direction"] == direction)
+            .filter(|r| r["recovered"] == false)
+            .inspect(|r| {
+                let who = if direction == "out" { recorder } else { bob_id };
+                assert_eq!(r["participant"], who, "{r}");
+            })
+            .map(|r| r["bytes"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Alice played 72 and 74 into the plugin (channel 1, velocity 100).
+    assert_eq!(midi("out"), ["904864", "804800", "904a64", "804a00"]);
+    // Bob's scale: 60 62 64 65 67, on and off.
+    let scale: Vec<String> = [60u8, 62, 64, 65, 67]
+        .iter()
+        .flat_map(|k| [format!("90{k:02x}64"), format!("80{k:02x}00")])
+        .collect();
+    assert_eq!(midi("in"), scale);
+    // The session document came along (the plugin turns it on).
+    assert!(
+        records.iter().any(|r| r["kind"] == "doc-change"),
+        "no document changes in the capture"
+    );
+
+    // Another key cannot open it.
+    let out = jam(&[
+        "capture",
+        "replay",
+        "--json",
+        "--key",
+        other.to_str().unwrap(),
+        capture.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("jam: error:") && err.contains(&name), "{err}");
+}
+
+// --- end of capture --------------------------------------------------------

@@ -20,12 +20,16 @@
 //! Usage: `jam-clap-host BUNDLE.clap [--seconds S] [--name N] [--session
 //! ADDR] [--listen ADDR] [--latency live|interval] [--interval BEATS]
 //! [--play KEY,KEY,...] [--play-at S] [--state-in FILE] [--state-out FILE]
-//! [--field KEY=VALUE]...`. `--field` sets any persisted field by its key
-//! (`server`, `server-session`, `key-file`, ...).
+//! [--field KEY=VALUE]... [--record FROM,TO]`. `--field` sets any
+//! persisted field by its key (`server`, `server-session`, `key-file`,
+//! `capture-folder`, ...).
 //! `--play` plays one note every 500 ms from `--play-at` seconds (default
 //! 2), each 250 ms long, velocity 100, channel 1. `--gui` (Linux, X11)
 //! opens the plugin's editor embedded in a window of the host's own for the
 //! whole run, so it can be looked at or captured (`$DISPLAY` must be set).
+//! `--field` sets any persisted field (`capture-folder`, `key-file`, ...);
+//! `--record` turns the `record` parameter on at FROM seconds and off at TO
+//! (a host automating it).
 #![allow(unsafe_code, reason = "loading a CLAP entry is unsafe by nature")]
 
 use anyhow::{Context, Result, bail};
@@ -54,6 +58,7 @@ struct Args {
     state_out: Option<String>,
     fields: Vec<(String, String)>,
     gui: bool,
+    record: Option<(f64, f64)>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -89,6 +94,11 @@ fn parse_args() -> Result<Args> {
                 a.fields.push((key.to_string(), value.to_string()));
             }
             "--gui" => a.gui = true,
+            "--record" => {
+                let v = value()?;
+                let (from, to) = v.split_once(',').context("--record needs FROM,TO")?;
+                a.record = Some((from.trim().parse()?, to.trim().parse()?));
+            }
             s if s.starts_with("--") => bail!("unknown option {s}"),
             s => a.bundle = s.to_string(),
         }
@@ -287,6 +297,15 @@ fn run() -> Result<()> {
         if b == 0 {
             for &(id, value) in &params {
                 push_param(&mut input, id, value);
+            }
+        }
+        if let Some((from, to)) = args.record {
+            let at = |s: f64| (s * RATE) as u64 / BLOCK as u64;
+            if b == at(from) {
+                push_param(&mut input, "record", 1.0);
+            }
+            if b == at(to) {
+                push_param(&mut input, "record", 0.0);
             }
         }
         while let Some(&(at, key, on)) = to_play.get(next) {
