@@ -16,10 +16,13 @@ pub(crate) fn chorales() -> Option<(Vec<NoteSeq>, Vec<NoteSeq>)> {
     Some((train.into_iter().flat_map(|(_, l)| l).collect(), test))
 }
 
+/// A training file's melody fingerprint and its lines.
+pub(crate) type Melody = (String, Vec<NoteSeq>);
+
 /// As [`chorales`], with each training file's lines tagged with its
 /// melody fingerprint (from `chorales.txt`), so that a validation split can
 /// be carved from the training files without splitting a melody.
-pub(crate) fn chorales_grouped() -> Option<(Vec<(String, Vec<NoteSeq>)>, Vec<NoteSeq>)> {
+pub(crate) fn chorales_grouped() -> Option<(Vec<Melody>, Vec<NoteSeq>)> {
     let root = jam_tests::workspace_root();
     let dir = std::env::var_os("JAM_CHORALES")
         .map(PathBuf::from)
