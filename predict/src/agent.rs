@@ -35,7 +35,8 @@
 //! `.agent` file carries: a header
 //!
 //! ```text
-//! "JAMM" | format version (u16 BE, 1) | kind (u8) | flags (u8, 0)
+//! "JAMM" | format version (u16 BE; per kind: markov 2, trigram 1, neural 1)
+//!        | kind (u8) | flags (u8, 0)
 //!        | body length (u32 BE) | CRC-32 of the body (u32 BE) | body
 //! ```
 //!
@@ -87,6 +88,25 @@ impl AgentKind {
         }
     }
 
+    /// The kind's short lowercase name, for messages.
+    pub(crate) const fn label(self) -> &'static str {
+        match self {
+            AgentKind::Markov => "markov",
+            AgentKind::Trigram => "trigram",
+            AgentKind::Neural => "neural",
+        }
+    }
+
+    /// The body format version this build writes and reads. Markov
+    /// models are at version 2 (the PPM and combination settings joined
+    /// the body, and the viewpoint set grew); version 1 is refused.
+    pub const fn format_version(self) -> u16 {
+        match self {
+            AgentKind::Markov => 2,
+            AgentKind::Trigram | AgentKind::Neural => 1,
+        }
+    }
+
     /// The name stored in `.agent` metadata and shown to people
     /// (`markov-v1`, `trigram-v1`, `neural-v1`).
     pub const fn name(self) -> &'static str {
@@ -105,9 +125,21 @@ pub enum ModelError {
     /// The bytes do not start with `JAMM`.
     #[error("not an agent model: starts with {0:02x?} instead of \"JAMM\"")]
     BadMagic([u8; 4]),
-    /// A format version this build does not read.
-    #[error("agent model format version {0} is not supported (this build reads version 1)")]
-    UnsupportedVersion(u16),
+    /// A format version this build does not read (an older or newer
+    /// layout of the kind's body).
+    #[error(
+        "{} agent model format version {version} is not supported (this build reads \
+         version {supported}; train the model again)",
+        .kind.label()
+    )]
+    UnsupportedVersion {
+        /// The kind in the header.
+        kind: AgentKind,
+        /// The version in the header.
+        version: u16,
+        /// The version this build reads for that kind.
+        supported: u16,
+    },
     /// An unknown model kind.
     #[error("unknown agent model kind {0}")]
     UnknownKind(u8),
@@ -394,7 +426,6 @@ impl Predictor {
 }
 
 const MAGIC: &[u8; 4] = b"JAMM";
-const FORMAT_VERSION: u16 = 1;
 const HEADER_LEN: usize = 16;
 
 /// Wraps a model body in the header (kind, version, length, checksum).
@@ -403,7 +434,7 @@ const HEADER_LEN: usize = 16;
 pub fn frame_model(kind: AgentKind, body: &[u8]) -> Vec<u8> {
     let mut e = Enc::default();
     e.buf.extend_from_slice(MAGIC);
-    e.u16(FORMAT_VERSION)
+    e.u16(kind.format_version())
         .u8(kind.code())
         .u8(0)
         .u32(body.len() as u32)
@@ -422,11 +453,15 @@ pub fn unframe_model(bytes: &[u8]) -> Result<(AgentKind, &[u8]), ModelError> {
         return Err(ModelError::BadMagic(m));
     }
     let version = d.u16()?;
-    if version != FORMAT_VERSION {
-        return Err(ModelError::UnsupportedVersion(version));
-    }
     let code = d.u8()?;
     let kind = AgentKind::from_code(code).ok_or(ModelError::UnknownKind(code))?;
+    if version != kind.format_version() {
+        return Err(ModelError::UnsupportedVersion {
+            kind,
+            version,
+            supported: kind.format_version(),
+        });
+    }
     let flags = d.u8()?;
     if flags != 0 {
         return Err(d.invalid(format!("unknown flags {flags:#04x}")));
@@ -507,7 +542,22 @@ mod tests {
         assert!(matches!(unframe_model(&bad), Err(ModelError::BadMagic(_))));
         let mut bad = good.clone();
         bad[5] = 9;
-        assert_eq!(unframe_model(&bad), Err(ModelError::UnsupportedVersion(9)));
+        assert_eq!(
+            unframe_model(&bad),
+            Err(ModelError::UnsupportedVersion {
+                kind: AgentKind::Trigram,
+                version: 9,
+                supported: 1
+            })
+        );
+        // A markov model of the first layout is refused by its version.
+        let mut old = frame_model(AgentKind::Markov, b"body");
+        old[5] = 1;
+        assert_eq!(
+            unframe_model(&old).unwrap_err().to_string(),
+            "markov agent model format version 1 is not supported (this build reads version 2; \
+             train the model again)"
+        );
         let mut bad = good.clone();
         bad[6] = 77;
         assert_eq!(unframe_model(&bad), Err(ModelError::UnknownKind(77)));

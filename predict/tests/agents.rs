@@ -136,14 +136,14 @@ fn a_body_that_passes_the_checksum_but_lies_is_still_refused() {
     let good = markov::train(&train, &markov::MarkovConfig::default()).to_model_bytes();
     let body = &good[16..];
     let mut bad = body.to_vec();
-    bad[2] = 0x80; // unknown viewpoint bit
+    bad[0] = 0x80; // unknown viewpoint bit
     let mut bytes = good[..16].to_vec();
     bytes[12..16].copy_from_slice(&crc32(&bad));
     bytes.extend_from_slice(&bad);
     let e = decode_model(&bytes).unwrap_err().to_string();
     assert_eq!(
         e,
-        "agent model is invalid at byte 3: viewpoint mask 0x80 is empty or unknown"
+        "agent model is invalid at byte 1: viewpoint mask 0x80 is empty or unknown"
     );
 }
 

@@ -85,10 +85,17 @@ fn write_seed_corpus() {
     ];
     let dir = corpus_dir();
     std::fs::create_dir_all(&dir).unwrap();
+    let base = markov::MarkovConfig::pitch_only();
     let small = markov::MarkovConfig {
-        ltm_order: 2,
-        stm_order: 2,
-        ..markov::MarkovConfig::pitch_only()
+        ltm: markov::PpmSettings {
+            order: 2,
+            ..base.ltm
+        },
+        stm: markov::PpmSettings {
+            order: 2,
+            ..base.stm
+        },
+        ..base
     };
     let neural = NeuralConfig {
         context: 1,

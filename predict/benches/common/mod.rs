@@ -10,23 +10,35 @@ use std::path::{Path, PathBuf};
 /// `target/chorales` (extracted there first with the project venv's
 /// music21 by `tests/python/extract_chorales.py`). `None`, after a loud
 /// notice (a failure in CI), when music21 is not available.
+#[allow(dead_code, reason = "the quality benchmark uses the grouped split")]
 pub(crate) fn chorales() -> Option<(Vec<NoteSeq>, Vec<NoteSeq>)> {
+    let (train, test) = chorales_grouped()?;
+    Some((train.into_iter().flat_map(|(_, l)| l).collect(), test))
+}
+
+/// A training file's melody fingerprint and its lines.
+pub(crate) type Melody = (String, Vec<NoteSeq>);
+
+/// As [`chorales`], with each training file's lines tagged with its
+/// melody fingerprint (from `chorales.txt`), so that a validation split can
+/// be carved from the training files without splitting a melody.
+pub(crate) fn chorales_grouped() -> Option<(Vec<Melody>, Vec<NoteSeq>)> {
     let root = jam_tests::workspace_root();
     let dir = std::env::var_os("JAM_CHORALES")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target/chorales"));
     let list = std::fs::read_to_string(root.join("predict/corpus/chorales.txt"))
         .expect("predict/corpus/chorales.txt is checked in");
-    let wanted: Vec<(&str, &str)> = list
+    let wanted: Vec<(&str, &str, &str)> = list
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .filter_map(|l| {
             let mut w = l.split_whitespace();
-            Some((w.next()?, w.next()?))
+            Some((w.next()?, w.next()?, w.next().unwrap_or("")))
         })
         .collect();
     let path = |name: &str, split: &str| dir.join(split).join(format!("{name}.mid"));
-    if wanted.iter().any(|(n, s)| !path(n, s).is_file()) {
+    if wanted.iter().any(|(n, s, _)| !path(n, s).is_file()) {
         let python = jam_tests::require_python(&["music21"])?;
         eprintln!("extracting the chorales into {} (once)", dir.display());
         let ok = std::process::Command::new(python)
@@ -38,10 +50,10 @@ pub(crate) fn chorales() -> Option<(Vec<NoteSeq>, Vec<NoteSeq>)> {
         assert!(ok, "extract_chorales.py failed");
     }
     let (mut train, mut test) = (Vec::new(), Vec::new());
-    for (name, split) in wanted {
+    for (name, split, fingerprint) in wanted {
         let lines = read(&path(name, split));
         match split {
-            "train" => train.extend(lines),
+            "train" => train.push((fingerprint.to_string(), lines)),
             "test" => test.extend(lines),
             other => panic!("unknown split {other} in chorales.txt"),
         }

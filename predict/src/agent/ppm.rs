@@ -11,9 +11,18 @@
 //!
 //! down to a uniform distribution over the alphabet below order 0. Escape
 //! method C takes `E` = number of distinct symbols seen in the context;
-//! method X takes the number seen exactly once, plus one. With update
-//! exclusion, a symbol's count is raised only in contexts down to the first
-//! one (from the highest order) where it had already been seen.
+//! method AX (Moffat's X with one added, so that `E` is never zero) takes
+//! the number seen exactly once, plus one. With update exclusion, a
+//! symbol's count is raised only in contexts down to the first one (from
+//! the highest order) where it had already been seen.
+//!
+//! Two other choices are made at prediction time ([`Smoothing`]): blending
+//! as above, or backing off (a symbol seen in the highest context gets
+//! `count / (T + E)` there alone; one not seen gets the escape share times
+//! its lower-order probability; the caller renormalises), and where to
+//! start: the longest context seen (the order bound), or, as PPM* does, the
+//! shortest *deterministic* one (a single symbol seen in it) when there is
+//! one.
 //!
 //! Contexts are keyed exactly: order (4 bits) and up to 9 symbols of 12 bits
 //! packed in a `u128`, so no two contexts ever share counts.
@@ -56,13 +65,26 @@ fn mix(v: u128) -> u64 {
 
 type Map = HashMap<u128, Node, BuildHasherDefault<KeyHasher>>;
 
-/// The escape method.
+/// The escape method of a PPM model: how much weight a context gives to
+/// the lower orders (to symbols it has not seen).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Escape {
-    /// Distinct symbols.
+pub enum Escape {
+    /// Method C: the number of distinct symbols seen in the context.
     C,
-    /// Symbols seen once, plus one.
-    X,
+    /// Method AX: the number of symbols seen exactly once, plus one.
+    Ax,
+}
+
+/// How a PPM model's orders are put together at prediction time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Smoothing {
+    /// Interpolated: every order from the starting one down to order 0
+    /// contributes (IDyOM's default).
+    Blended,
+    /// Back-off: the starting context alone for the symbols it has seen,
+    /// lower orders only for the rest (without exclusion; renormalised by
+    /// the caller).
+    Backoff,
 }
 
 /// Counts of one context.
@@ -76,6 +98,7 @@ pub(crate) struct Node {
 }
 
 impl Node {
+    #[cfg(test)]
     fn count(&self, s: u16) -> u32 {
         match self.syms.binary_search_by_key(&s, |x| x.0) {
             Ok(i) => self.syms[i].1,
@@ -106,7 +129,7 @@ impl Node {
     fn escape(&self, method: Escape) -> f64 {
         match method {
             Escape::C => self.syms.len() as f64,
-            Escape::X => f64::from(self.singles) + 1.0,
+            Escape::Ax => f64::from(self.singles) + 1.0,
         }
     }
 }
@@ -150,6 +173,18 @@ impl Ppm {
         self.alphabet
     }
 
+    pub(crate) fn max_order(&self) -> usize {
+        self.max_order
+    }
+
+    pub(crate) fn escape(&self) -> Escape {
+        self.escape
+    }
+
+    pub(crate) fn update_exclusion(&self) -> bool {
+        self.update_exclusion
+    }
+
     /// Learns that `s` followed `history`.
     pub(crate) fn add(&mut self, history: &[u16], s: u16) {
         let top = self.max_order.min(history.len());
@@ -170,27 +205,123 @@ impl Ppm {
     }
 
     /// The nodes for each order 0..=max that exists after `history`,
-    /// lowest order first, into `out` (cleared first).
-    pub(crate) fn contexts<'a>(&'a self, history: &[u16], out: &mut Vec<&'a Node>) {
+    /// lowest order first, into `out` (cleared first). With
+    /// `deterministic_start`, the list stops at the shortest context in
+    /// which a single symbol has been seen, if there is one (PPM*).
+    pub(crate) fn contexts<'a>(
+        &'a self,
+        history: &[u16],
+        deterministic_start: bool,
+        out: &mut Vec<&'a Node>,
+    ) {
         out.clear();
         let top = self.max_order.min(history.len());
         for k in 0..=top {
             match self.nodes.get(&key(history, k)) {
-                Some(n) => out.push(n),
+                Some(n) => {
+                    out.push(n);
+                    // Order 0 is never taken as the start: it is the
+                    // unconditioned distribution, not a context.
+                    if deterministic_start && k > 0 && n.syms.len() == 1 {
+                        break;
+                    }
+                }
                 // A longer context containing an unseen one is unseen too.
                 None => break,
             }
         }
     }
 
-    /// `P(s)` given the contexts from [`Ppm::contexts`].
-    pub(crate) fn prob(&self, contexts: &[&Node], s: u16) -> f64 {
+    /// `P(s)` given the contexts from [`Ppm::contexts`], one symbol at a
+    /// time: the definition [`Ppm::dist`] is checked against.
+    #[cfg(test)]
+    pub(crate) fn prob(&self, contexts: &[&Node], smoothing: Smoothing, s: u16) -> f64 {
         let mut p = 1.0 / f64::from(self.alphabet);
-        for n in contexts {
-            let e = n.escape(self.escape);
-            p = (f64::from(n.count(s)) + e * p) / (f64::from(n.total) + e);
+        match smoothing {
+            Smoothing::Blended => {
+                for n in contexts {
+                    let e = n.escape(self.escape);
+                    p = (f64::from(n.count(s)) + e * p) / (f64::from(n.total) + e);
+                }
+            }
+            Smoothing::Backoff => {
+                for n in contexts {
+                    let e = n.escape(self.escape);
+                    let c = n.count(s);
+                    p = if c > 0 {
+                        f64::from(c) / (f64::from(n.total) + e)
+                    } else {
+                        e * p / (f64::from(n.total) + e)
+                    };
+                }
+            }
         }
         p
+    }
+
+    /// The probability of every symbol in `window` given the contexts from
+    /// [`Ppm::contexts`], into `out` (`out[i]` for symbol `window.start +
+    /// i`). Blending unrolls into a sum over the symbols each context has
+    /// seen plus one uniform share, so its cost is the contexts' sizes and
+    /// the window, not the alphabet times the orders; the values equal the
+    /// per-symbol definition (`prob`, kept for the tests).
+    pub(crate) fn dist(
+        &self,
+        contexts: &[&Node],
+        smoothing: Smoothing,
+        window: std::ops::Range<u16>,
+        out: &mut Vec<f64>,
+    ) {
+        let a = f64::from(self.alphabet);
+        let start = window.start;
+        let len = usize::from(window.end.min(self.alphabet).saturating_sub(start));
+        out.clear();
+        // The slot of symbol `s`, if it is in the window.
+        let slot = |s: u16| s.checked_sub(start).map(usize::from).filter(|&i| i < len);
+        match smoothing {
+            Smoothing::Blended => {
+                // P(s) = sum_k (prod_{j>k} l_j) c_k(s)/(T_k+E_k) + prod_j l_j / |A|,
+                // with l_j = E_j/(T_j+E_j) the escape share of context j.
+                let mut scale = 1.0;
+                out.resize(len, 0.0);
+                for n in contexts.iter().rev() {
+                    let e = n.escape(self.escape);
+                    let d = f64::from(n.total) + e;
+                    for &(s, c) in &n.syms {
+                        if let Some(i) = slot(s) {
+                            out[i] += scale * f64::from(c) / d;
+                        }
+                    }
+                    scale *= e / d;
+                }
+                let base = scale / a;
+                out.iter_mut().for_each(|x| *x += base);
+            }
+            Smoothing::Backoff => {
+                // From order 0 up: every symbol is scaled by the escape
+                // share, and the ones the context has seen are replaced by
+                // their own estimate. The scaling is kept aside (`scale`)
+                // so a context costs its own size, not the window's.
+                let mut scale = 1.0;
+                out.resize(len, 1.0 / a);
+                for n in contexts {
+                    let e = n.escape(self.escape);
+                    let d = f64::from(n.total) + e;
+                    scale *= e / d;
+                    if scale < 1e-200 {
+                        // Fold the scale in before it underflows.
+                        out.iter_mut().for_each(|x| *x *= scale);
+                        scale = 1.0;
+                    }
+                    for &(s, c) in &n.syms {
+                        if let Some(i) = slot(s) {
+                            out[i] = f64::from(c) / d / scale;
+                        }
+                    }
+                }
+                out.iter_mut().for_each(|x| *x *= scale);
+            }
+        }
     }
 
     pub(crate) fn encode(&self, e: &mut Enc) {
@@ -198,7 +329,7 @@ impl Ppm {
             .u16(self.alphabet)
             .u8(match self.escape {
                 Escape::C => 0,
-                Escape::X => 1,
+                Escape::Ax => 1,
             })
             .u8(u8::from(self.update_exclusion));
         let mut keys: Vec<&u128> = self.nodes.keys().collect();
@@ -228,7 +359,7 @@ impl Ppm {
         }
         let escape = match d.u8()? {
             0 => Escape::C,
-            1 => Escape::X,
+            1 => Escape::Ax,
             x => return Err(d.invalid(format!("unknown escape method {x}"))),
         };
         let update_exclusion = match d.u8()? {
@@ -300,18 +431,65 @@ mod tests {
         let mut m = Ppm::new(1, 2, Escape::C, false);
         m.add_sequence(&[0, 1, 0, 1, 0]);
         let mut ctx = Vec::new();
-        m.contexts(&[0, 1, 0, 1, 0], &mut ctx);
+        m.contexts(&[0, 1, 0, 1, 0], false, &mut ctx);
         // Order 0: a=3, b=2, T=5, E=2: P0(b) = (2 + 2·0.5)/7 = 3/7.
         // Order 1 after a: b=2, T=2, E=1: P1(b) = (2 + 3/7)/3 = 17/21.
-        let p = m.prob(&ctx, 1);
+        let p = m.prob(&ctx, Smoothing::Blended, 1);
         assert!((p - 17.0 / 21.0).abs() < 1e-12, "{p}");
-        let q = m.prob(&ctx, 0);
+        let q = m.prob(&ctx, Smoothing::Blended, 0);
         assert!((p + q - 1.0).abs() < 1e-12);
+        // Back-off: b was seen after a, so order 1 alone: 2/3; a was not:
+        // escape 1/3 times order 0's 3/7: 1/7.
+        let p = m.prob(&ctx, Smoothing::Backoff, 1);
+        assert!((p - 2.0 / 3.0).abs() < 1e-12, "{p}");
+        let q = m.prob(&ctx, Smoothing::Backoff, 0);
+        assert!((q - 1.0 / 7.0).abs() < 1e-12, "{q}");
+    }
+
+    #[test]
+    fn the_full_distribution_equals_the_per_symbol_probabilities() {
+        let mut m = Ppm::new(3, 7, Escape::Ax, true);
+        m.add_sequence(&[1, 2, 3, 1, 2, 4, 1, 2, 3, 5, 6, 1, 2]);
+        let mut ctx = Vec::new();
+        let mut d = Vec::new();
+        for smoothing in [Smoothing::Blended, Smoothing::Backoff] {
+            for h in [&[][..], &[1], &[1, 2], &[6, 1, 2], &[0, 0, 0]] {
+                m.contexts(h, false, &mut ctx);
+                m.dist(&ctx, smoothing, 0..7, &mut d);
+                assert_eq!(d.len(), 7);
+                let mut w = Vec::new();
+                m.dist(&ctx, smoothing, 2..5, &mut w);
+                assert_eq!(w, d[2..5]);
+                for s in 0..7u16 {
+                    let p = m.prob(&ctx, smoothing, s);
+                    assert!(
+                        (d[usize::from(s)] - p).abs() < 1e-12,
+                        "{smoothing:?} {h:?} {s}"
+                    );
+                }
+                if smoothing == Smoothing::Blended {
+                    assert!((d.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_deterministic_start_stops_at_the_shortest_single_symbol_context() {
+        // a b c a b c a b: after ..a b, order 1 ([b]) has seen only c, so
+        // PPM* starts there; without it, order 2 ([a b]) is used as well.
+        let mut m = Ppm::new(2, 3, Escape::C, false);
+        m.add_sequence(&[0, 1, 2, 0, 1, 2, 0, 1]);
+        let mut ctx = Vec::new();
+        m.contexts(&[0, 1, 2, 0, 1, 2, 0, 1], true, &mut ctx);
+        assert_eq!(ctx.len(), 2);
+        m.contexts(&[0, 1, 2, 0, 1, 2, 0, 1], false, &mut ctx);
+        assert_eq!(ctx.len(), 3);
     }
 
     #[test]
     fn update_exclusion_stops_at_the_first_context_that_knew_the_symbol() {
-        let mut m = Ppm::new(2, 4, Escape::X, true);
+        let mut m = Ppm::new(2, 4, Escape::Ax, true);
         m.add_sequence(&[1, 2, 1, 2]);
         // The last 2 followed [2,1]: order 2 ([2,1]) is new -> counted; order
         // 1 ([1]) had seen 2 -> counted and stop; order 0 not counted again.
@@ -322,7 +500,7 @@ mod tests {
 
     #[test]
     fn encode_decode_round_trips() {
-        let mut m = Ppm::new(3, 300, Escape::X, true);
+        let mut m = Ppm::new(3, 300, Escape::Ax, true);
         m.add_sequence(&[5, 9, 299, 5, 9, 1, 5, 9, 299]);
         let mut e = Enc::default();
         m.encode(&mut e);
