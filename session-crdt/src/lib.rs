@@ -71,8 +71,8 @@ pub mod snapshot;
 pub use document::{ExportedChange, MAX_SYNC_MESSAGE_LEN, MAX_TEXT_LEN, SessionDoc, SyncConfig};
 pub use error::{EditError, LoadError, SyncError};
 pub use model::{
-    AheadEntry, ChatMessage, ClockInfo, Confidence, ConnectionStats, LatencyMode, Marker, MusicalKey,
-    Participant, PitchClass, Profile, Role, RoleAssignment, RoleSource, ScheduleAhead,
+    AheadEntry, ChatMessage, ClockInfo, Confidence, ConnectionStats, LatencyMode, Marker,
+    MusicalKey, Participant, PitchClass, Profile, Role, RoleAssignment, RoleSource, ScheduleAhead,
     SessionConfig, SessionInfo, SessionSettings, SessionState, Swing, TempoEntry,
 };
 pub use schema::{SCHEMA_MAJOR, SCHEMA_MINOR, SchemaError};

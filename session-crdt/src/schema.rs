@@ -2,7 +2,7 @@
 //! how it is encoded, and how versions migrate. Every key string of the
 //! schema is in this module and nowhere else.
 //!
-//! # Layout (schema 1.0)
+//! # Layout (schema 1.1)
 //!
 //! ```text
 //! ROOT
