@@ -20,7 +20,11 @@
 //!   arrived [`PREDICTION_LEAD`] before its playout time, the predicted
 //!   note is handed over to be played then, and the real note, when it
 //!   comes, is reconciled by the late-event policy (confirmed, corrected or
-//!   dropped; the predicted note ended) and counted right or wrong.
+//!   dropped; the predicted note ended) and counted right or wrong. Only
+//!   the real note the prediction stood for judges it (intended within half
+//!   the predicted gap of the predicted beat): when the next real note is
+//!   intended later, the predicted one was lost or not played, and the
+//!   prediction is counted unconfirmed, not wrong.
 //!
 //! Shared by all slots: the [`CoherentScheduler`] (coherent mode), fed with
 //! every one-way delay; an event intended for beat `b` renders at
