@@ -58,13 +58,14 @@
 //! the transport's reliable side channel ([`session_sync`], turned on with
 //! [`EngineControl::enable_session`]); the segment of its tempo map in force
 //! reaches the audio thread as a [`Timeline`], like
-//! [`EngineControl::set_timeline`].
+//! [`EngineControl::set_timeline`]. The document also carries the coherent
+//! schedule-ahead: each engine writes its proposals into it and applies
+//! every change it resolves (see [`worker`] and [`timing`]); without a
+//! document an engine applies its own proposals.
 //!
 //! Not here: the transport itself (RTP-MIDI, AppleMIDI sessions, sockets:
 //! `jam-transport`, connected through [`net`]), the document's schema and
-//! sync protocol (`jam-session-crdt`; it also is to carry the coherent
-//! schedule-ahead changes, [`EngineControl::take_ahead_proposals`] and
-//! [`EngineControl::apply_ahead`]), the timing and prediction algorithms
+//! sync protocol (`jam-session-crdt`), the timing and prediction algorithms
 //! themselves and agent training (`jam-predict`), the host API
 //! (`jam-plugin`).
 
@@ -167,23 +168,10 @@ pub(crate) struct Shared {
     /// The capture as the worker last saw it. Writer: worker; readers:
     /// user interface. Never touched by the audio thread.
     pub(crate) capture: std::sync::Mutex<capture::CaptureStatus>,
-    /// Coherent schedule-ahead changes this engine proposed, not yet taken
-    /// by [`EngineControl::take_ahead_proposals`]. Worker and user
-    /// interface only; the audio thread never takes this lock.
-    ahead_proposals: std::sync::Mutex<Vec<AheadChange>>,
     /// The runtime the worker runs on, once it runs: the user interface
     /// starts network work there ([`EngineControl::runtime`]). Set once by
     /// the worker's thread; never touched by the audio thread.
     pub(crate) runtime: std::sync::OnceLock<tokio::runtime::Handle>,
-}
-
-impl Shared {
-    pub(crate) fn ahead_proposals(&self) -> std::sync::MutexGuard<'_, Vec<AheadChange>> {
-        // A poisoned lock only means a reader panicked; the data is plain.
-        self.ahead_proposals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 /// Packs a latency mode and interval into one atomic word.

@@ -60,6 +60,7 @@ use crate::net::{NetCommand, NetEvent};
 use crate::timeline::Timeline;
 use jam_core::session_time::{ClockMeasurement, SessionClock};
 use jam_core::{Beats, Clock, Meter, Micros, MonotonicClock, PeerId, SessionTime, Tempo};
+use jam_predict::coherent::AheadChange;
 use jam_session_crdt::{
     Profile, Role, RoleAssignment, SessionConfig, SessionDoc, SessionSettings, SyncError,
 };
@@ -382,6 +383,11 @@ pub struct SessionView {
     pub participants: Vec<String>,
     /// The tempo of the timeline last handed to the audio thread.
     pub engine_bpm: Option<f64>,
+    /// The timeline last handed to the audio thread (from the document).
+    pub timeline: Option<Timeline>,
+    /// The coherent schedule-ahead changes the session agreed on, in beat
+    /// order (see `SessionState::ahead_changes`).
+    pub ahead_changes: Vec<AheadChange>,
     /// Session time minus local time, once the session clock is aligned.
     pub clock_offset_us: Option<i64>,
     /// The binding's counters.
@@ -407,6 +413,11 @@ pub struct WorkerSession {
     /// The segment last handed to the audio thread: (anchor beat, tempo,
     /// offset).
     published: Option<(Beats, Tempo, i64)>,
+    /// The document may hold schedule-ahead changes not yet handed out by
+    /// [`WorkerSession::take_new_ahead`].
+    ahead_dirty: bool,
+    /// Schedule-ahead changes already handed out.
+    ahead_seen: BTreeSet<AheadChange>,
 }
 
 impl WorkerSession {
@@ -421,6 +432,8 @@ impl WorkerSession {
             waiting: Vec::new(),
             joined_doc: false,
             published: None,
+            ahead_dirty: true,
+            ahead_seen: BTreeSet::new(),
         }
     }
 
@@ -566,6 +579,50 @@ impl WorkerSession {
         Ok(at)
     }
 
+    /// True once this engine can propose schedule-ahead changes: the
+    /// document is here and this participant is in it.
+    pub fn can_propose_ahead(&self) -> bool {
+        self.joined_doc
+            && self
+                .sync
+                .as_ref()
+                .and_then(|s| s.doc().state())
+                .is_some_and(|st| st.participants.contains_key(&self.me))
+    }
+
+    /// Writes this engine's schedule-ahead proposal into the document (it
+    /// reaches the others with the next frames). It takes effect here, as
+    /// everywhere, through [`WorkerSession::take_new_ahead`].
+    pub fn propose_ahead(&mut self, change: AheadChange) -> Result<(), String> {
+        let sync = self.sync.as_mut().ok_or("no session document")?;
+        sync.doc_mut()
+            .propose_ahead(change.from, change.ahead)
+            .map_err(|e| e.to_string())?;
+        self.ahead_dirty = true;
+        Ok(())
+    }
+
+    /// The session's schedule-ahead changes not handed out before (new
+    /// boundaries, or a larger value at a known one), in beat order. Every
+    /// engine applies every change it gets here, so all hold the same set.
+    pub fn take_new_ahead(&mut self) -> Vec<AheadChange> {
+        if !std::mem::take(&mut self.ahead_dirty) {
+            return Vec::new();
+        }
+        let Some(state) = self.sync.as_ref().and_then(|s| s.doc().state()) else {
+            return Vec::new();
+        };
+        state
+            .ahead_changes()
+            .into_iter()
+            .map(|e| AheadChange {
+                from: e.from,
+                ahead: e.ahead,
+            })
+            .filter(|c| self.ahead_seen.insert(*c))
+            .collect()
+    }
+
     /// Sets (or with `None` removes) one of this participant's roles.
     pub fn set_role(
         &mut self,
@@ -641,6 +698,14 @@ impl WorkerSession {
             })
             .collect();
         v.participants = state.present().map(|p| p.profile.name.clone()).collect();
+        v.ahead_changes = state
+            .ahead_changes()
+            .into_iter()
+            .map(|e| AheadChange {
+                from: e.from,
+                ahead: e.ahead,
+            })
+            .collect();
         v
     }
 }
@@ -652,8 +717,8 @@ impl WorkerSession {
 pub(crate) struct SessionRuntime {
     pub(crate) session: WorkerSession,
     pub(crate) clock: MonotonicClock,
-    /// The tempo of the timeline last handed to the audio thread.
-    engine_bpm: Option<f64>,
+    /// The timeline last handed to the audio thread.
+    timeline: Option<Timeline>,
 }
 
 impl SessionRuntime {
@@ -661,7 +726,7 @@ impl SessionRuntime {
         SessionRuntime {
             session: WorkerSession::new(setup, me),
             clock,
-            engine_bpm: None,
+            timeline: None,
         }
     }
 
@@ -718,7 +783,7 @@ impl SessionRuntime {
         let now = self.now();
         let timeline = self.session.tick(now);
         if let Some(t) = &timeline {
-            self.engine_bpm = Some(t.bpm());
+            self.timeline = Some(*t);
         }
         let mut out = Vec::new();
         let Some(sync) = self.session.sync_mut() else {
@@ -733,7 +798,9 @@ impl SessionRuntime {
                     r.session_change(&c.bytes);
                 }
             }
-            let v = self.session.view(self.engine_bpm);
+            self.session.ahead_dirty = true;
+            let mut v = self.session.view(self.timeline.map(|t| t.bpm()));
+            v.timeline = self.timeline;
             if let Ok(mut g) = view.lock() {
                 *g = v;
             }
@@ -930,6 +997,86 @@ mod tests {
             lb.beat_at(change_local_b + std::time::Duration::from_secs(2)),
             at + Beats::from_beats(3)
         );
+    }
+
+    #[test]
+    fn schedule_ahead_proposals_of_two_engines_resolve_alike_on_both() {
+        let (a, b) = (PeerId([1; 16]), PeerId([2; 16]));
+        let mut fa = WorkerSession::new(setup("ann", 1), a);
+        let mut fb = WorkerSession::new(setup("bob", 2), b);
+        fb.start_replica();
+        let t0 = Micros::from_secs(10);
+        fa.peer_joined(t0, b);
+        fb.peer_joined(t0, a);
+        fb.clock_measured(t0, a, 0, 1_000);
+        assert!(fa.can_propose_ahead());
+        assert!(!fb.can_propose_ahead());
+        assert!(
+            fb.propose_ahead(AheadChange {
+                from: Beats::from_beats(8),
+                ahead: Beats(1),
+            })
+            .is_err()
+        );
+        let mut t = t0;
+        let mut step = |fa: &mut WorkerSession, fb: &mut WorkerSession| {
+            fa.tick(t);
+            fb.tick(t);
+            let (sa, sb) = (fa.sync.as_mut().unwrap(), fb.sync.as_mut().unwrap());
+            while let Some((_, f)) = sa.poll_transmit(t) {
+                sb.handle_frame(t, a, &f).unwrap();
+            }
+            while let Some((_, f)) = sb.poll_transmit(t) {
+                sa.handle_frame(t, b, &f).unwrap();
+            }
+            // What SessionRuntime::tick does when the document changed.
+            fa.ahead_dirty = true;
+            fb.ahead_dirty = true;
+            t += Duration::from_millis(5);
+        };
+        for _ in 0..50 {
+            step(&mut fa, &mut fb);
+        }
+        assert!(fb.can_propose_ahead());
+        let q = |x: i64| Beats(Beats::PER_BEAT / 32 * x);
+        let bar = Beats::from_beats(16);
+        // Concurrent proposals for the same bar: each engine sees its own
+        // at once, then the larger once the frames crossed.
+        fa.propose_ahead(AheadChange {
+            from: bar,
+            ahead: q(5),
+        })
+        .unwrap();
+        fb.propose_ahead(AheadChange {
+            from: bar,
+            ahead: q(9),
+        })
+        .unwrap();
+        let mut got_a = fa.take_new_ahead();
+        let mut got_b = fb.take_new_ahead();
+        assert_eq!(
+            got_a,
+            vec![AheadChange {
+                from: bar,
+                ahead: q(5)
+            }]
+        );
+        for _ in 0..50 {
+            step(&mut fa, &mut fb);
+            got_a.extend(fa.take_new_ahead());
+            got_b.extend(fb.take_new_ahead());
+        }
+        let winner = AheadChange {
+            from: bar,
+            ahead: q(9),
+        };
+        assert_eq!(got_a.last(), Some(&winner));
+        assert_eq!(got_b, vec![winner]);
+        assert_eq!(fa.view(None).ahead_changes, vec![winner]);
+        assert_eq!(fb.view(None).ahead_changes, vec![winner]);
+        // Nothing new: nothing handed out twice.
+        step(&mut fa, &mut fb);
+        assert!(fa.take_new_ahead().is_empty());
     }
 
     #[test]

@@ -45,6 +45,8 @@ struct SlotFigures {
     predictions_right: AtomicU64,
     /// Played predictions the real note contradicted. Writer: worker.
     predictions_wrong: AtomicU64,
+    /// Played predictions whose real note never came. Writer: worker.
+    predictions_unconfirmed: AtomicU64,
     /// Notes the stuck-note guard ended. Writer: worker.
     stuck_ended: AtomicU64,
 }
@@ -62,6 +64,7 @@ impl SlotFigures {
             predicted: AtomicU64::new(0),
             predictions_right: AtomicU64::new(0),
             predictions_wrong: AtomicU64::new(0),
+            predictions_unconfirmed: AtomicU64::new(0),
             stuck_ended: AtomicU64::new(0),
         }
     }
@@ -104,6 +107,10 @@ pub struct PeerView {
     pub predictions_right: u64,
     /// Played predictions the real note contradicted (corrected or ended).
     pub predictions_wrong: u64,
+    /// Played predictions whose real note never came (lost on the way and
+    /// not recovered, or not played): the next real note was the one after
+    /// it. Neither right nor wrong.
+    pub predictions_unconfirmed: u64,
     /// Notes held far too long that the stuck-note guard ended.
     pub stuck_ended: u64,
 }
@@ -253,6 +260,14 @@ impl PeerTable {
         }
     }
 
+    /// Counts a played prediction whose real note never came (the next
+    /// real note was intended well after it). Realtime-safe: yes.
+    pub fn add_prediction_unconfirmed(&self, slot: u8) {
+        if let Some(f) = self.figures.get(slot as usize) {
+            f.predictions_unconfirmed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts one note ended by the stuck-note guard. Realtime-safe: yes.
     pub fn add_stuck(&self, slot: u8) {
         if let Some(f) = self.figures.get(slot as usize) {
@@ -312,6 +327,7 @@ impl PeerTable {
             &f.predicted,
             &f.predictions_right,
             &f.predictions_wrong,
+            &f.predictions_unconfirmed,
             &f.stuck_ended,
         ] {
             a.store(0, Ordering::Relaxed);
@@ -415,6 +431,7 @@ impl PeerTable {
                 predicted: f.predicted.load(Ordering::Relaxed),
                 predictions_right: f.predictions_right.load(Ordering::Relaxed),
                 predictions_wrong: f.predictions_wrong.load(Ordering::Relaxed),
+                predictions_unconfirmed: f.predictions_unconfirmed.load(Ordering::Relaxed),
                 stuck_ended: f.stuck_ended.load(Ordering::Relaxed),
             });
         }

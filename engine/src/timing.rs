@@ -20,15 +20,21 @@
 //!   arrived [`PREDICTION_LEAD`] before its playout time, the predicted
 //!   note is handed over to be played then, and the real note, when it
 //!   comes, is reconciled by the late-event policy (confirmed, corrected or
-//!   dropped; the predicted note ended) and counted right or wrong.
+//!   dropped; the predicted note ended) and counted right or wrong. Only
+//!   the real note the prediction stood for judges it (intended within half
+//!   the predicted gap of the predicted beat): when the next real note is
+//!   intended later, the predicted one was lost or not played, and the
+//!   prediction is counted unconfirmed, not wrong.
 //!
 //! Shared by all slots: the [`CoherentScheduler`] (coherent mode), fed with
 //! every one-way delay; an event intended for beat `b` renders at
 //! `render_beat(b)`, and the schedule-ahead follows the ensemble's p99
 //! delay, changed only at bar boundaries by [`AheadChange`]s that every
-//! engine of the session must apply alike (the session document carries
-//! them: [`Timing::handle_tick`] returns this engine's proposals,
-//! [`Timing::apply_ahead`] takes anyone's).
+//! engine of the session must apply alike. [`Timing::propose_ahead`] says
+//! what this engine's measurements call for (nothing is applied);
+//! [`Timing::apply_ahead`] takes a change. The worker writes proposals into
+//! the session document and applies the document's resolved changes (its
+//! own and everyone else's), or, with no document, applies its own.
 //!
 //! Interval mode is placed by the audio thread itself (exactly N beats
 //! later); only the stuck-note guard runs here for it.
@@ -92,6 +98,11 @@ struct Pending {
     /// When the sender would have played it (local clock).
     sent: Micros,
     duration: Duration,
+    /// The beat the sender would have played it on.
+    beat: Beats,
+    /// Half the predicted gap from the note before: a real note intended
+    /// more than this after `beat` is a later note (see [`Fired::window`]).
+    window: Beats,
 }
 
 /// A predicted note that was played and not yet reconciled.
@@ -100,6 +111,13 @@ struct Fired {
     key: u8,
     off_at: Micros,
     ended: bool,
+    /// The beat the prediction stood for.
+    beat: Beats,
+    /// A real note-on intended within `beat + window` is the note it stood
+    /// for and judges it right or wrong; one intended later means that note
+    /// never came (lost and not recovered, or not played), and the
+    /// prediction is counted unconfirmed instead.
+    window: Beats,
 }
 
 struct PeerTiming {
@@ -336,24 +354,43 @@ impl Timing {
             && mode == LatencyMode::Predictive
         {
             p.pending = None;
-            if let Some(f) = p.fired.take() {
-                let right = f.key == key;
-                stats.add_prediction_outcome(ev.slot, right);
-                if !f.ended {
-                    predicted = if right {
-                        Predicted::Right
-                    } else {
-                        Predicted::Wrong
-                    };
-                    if !right {
-                        // End the wrong note whatever happens to the real one.
-                        let off = ShortMessage::note_off(0, f.key, 0);
+            match p.fired.take() {
+                None => {}
+                Some(f) if intended > f.beat + f.window => {
+                    // The note this prediction stood for never came: this real
+                    // note is a later one and says nothing about it.
+                    stats.add_prediction_unconfirmed(ev.slot);
+                    if !f.ended {
                         out.push(Placed {
-                            ev: RemoteEvent { msg: off, ..ev },
-                            at: At::Time(ev.arrival),
+                            ev: RemoteEvent {
+                                msg: ShortMessage::note_off(0, f.key, 0),
+                                ..ev
+                            },
+                            at: At::Time(f.off_at),
                             order,
                             predicted: true,
                         });
+                    }
+                }
+                Some(f) => {
+                    let right = f.key == key;
+                    stats.add_prediction_outcome(ev.slot, right);
+                    if !f.ended {
+                        predicted = if right {
+                            Predicted::Right
+                        } else {
+                            Predicted::Wrong
+                        };
+                        if !right {
+                            // End the wrong note whatever happens to the real one.
+                            let off = ShortMessage::note_off(0, f.key, 0);
+                            out.push(Placed {
+                                ev: RemoteEvent { msg: off, ..ev },
+                                at: At::Time(ev.arrival),
+                                order,
+                                predicted: true,
+                            });
+                        }
                     }
                 }
             }
@@ -380,6 +417,8 @@ impl Timing {
                         velocity: next.velocity.max(1),
                         sent: ev.sent_at + span(tl, next.onset - intended),
                         duration: span(tl, next.duration),
+                        beat: next.onset,
+                        window: Beats((next.onset - intended).0 / 2),
                     });
                 }
             }
@@ -465,9 +504,32 @@ impl Timing {
         }
     }
 
+    /// The schedule-ahead change this engine's measurements call for at
+    /// local time `now`, if any: from the first bar boundary at least the
+    /// scheduler's lead ahead (and after every change applied), the p99
+    /// one-way delay plus margin. Nothing is applied: the caller carries it
+    /// to every engine (the session document) and each applies it with
+    /// [`Timing::apply_ahead`]. Until then it is proposed again.
+    pub fn propose_ahead(&mut self, tl: &Timeline, now: Micros) -> Option<AheadChange> {
+        self.coherent.poll_change(&bars(tl), tl.beat_at(now))
+    }
+
+    /// Without a session document to carry changes: applies this engine's
+    /// own proposal at `now`, if any, and returns it. The engine is then
+    /// coherent with itself only.
+    pub fn apply_own_ahead(&mut self, tl: &Timeline, now: Micros) -> Option<AheadChange> {
+        let c = self.propose_ahead(tl, now)?;
+        self.apply_ahead(tl, c).ok()?;
+        Some(c)
+    }
+
+    /// Every schedule-ahead change applied, in beat order.
+    pub fn ahead_changes(&self) -> impl Iterator<Item = AheadChange> + '_ {
+        self.coherent.changes()
+    }
+
     /// Time-driven work at local time `now` (the audio thread's latest
-    /// block): plays due predictions, ends stuck notes, and returns a
-    /// schedule-ahead change this engine proposes (already applied here).
+    /// block): plays due predictions and ends stuck notes.
     pub fn handle_tick(
         &mut self,
         mode: LatencyMode,
@@ -475,7 +537,7 @@ impl Timing {
         now: Micros,
         out: &mut Vec<Placed>,
         stats: &PeerTable,
-    ) -> Option<AheadChange> {
+    ) {
         self.note_mode(mode);
         let beat = tl.beat_at(now);
         for (slot, p) in self.peers.iter_mut().enumerate() {
@@ -530,17 +592,12 @@ impl Timing {
                         key: pe.key,
                         off_at: at + pe.duration.max(Duration::from_millis(20)),
                         ended: false,
+                        beat: pe.beat,
+                        window: pe.window,
                     });
                 }
             }
         }
-        if mode == LatencyMode::Coherent {
-            let b = bars(tl);
-            let change = self.coherent.poll_change(&b, beat)?;
-            self.coherent.apply(&b, change).ok()?;
-            return Some(change);
-        }
-        None
     }
 }
 

@@ -18,7 +18,10 @@
 //! - remote events and the time-driven work (predictions, stuck notes, the
 //!   coherent schedule-ahead) go through [`Timing`] per latency mode, and
 //!   leave as decided events ([`crate::timing::Placed`]); the worker's clock
-//!   is the time of the audio thread's latest block.
+//!   is the time of the audio thread's latest block. Coherent
+//!   schedule-ahead changes travel in the session document when it is
+//!   enabled: this engine's proposals are written into it, and the
+//!   changes it resolves (everyone's) are applied to [`Timing`].
 //!
 //! - [`EngineControl::switch_network`] hands the worker another network
 //!   side (a new [`NetLink`]) while it runs: the old link is dropped (its
@@ -42,7 +45,6 @@ use crate::timeline::Timeline;
 use crate::timing::{Placed, Timing};
 use crate::{AgentSource, MAX_PEERS, RemoteEvent, Shared, StampedEvent};
 use jam_core::{Beats, Micros, MonotonicClock, PeerId};
-use jam_predict::coherent::AheadChange;
 use jam_session_crdt::{Role as SessionRole, RoleAssignment};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -79,7 +81,6 @@ enum Control {
     FinishCapture(oneshot::Sender<Option<Result<RecordingSummary, RecordingError>>>),
     LoadAgent(AgentSource),
     AgentModel(Vec<u8>),
-    ApplyAhead(AheadChange),
     SwitchNet {
         link: NetLink,
         task: Option<tokio::task::JoinHandle<()>>,
@@ -259,19 +260,6 @@ impl EngineControl {
     /// bytes are logged and ignored.
     pub fn set_agent_model(&self, bytes: Vec<u8>) {
         self.send(Control::AgentModel(bytes));
-    }
-
-    /// Applies a coherent schedule-ahead change that some engine of the
-    /// session proposed (the session document carries them). Every engine
-    /// must apply the same set; the order does not matter.
-    pub fn apply_ahead(&self, change: AheadChange) {
-        self.send(Control::ApplyAhead(change));
-    }
-
-    /// The schedule-ahead changes this engine proposed (and applied) since
-    /// the last call, for the session document to carry to the others.
-    pub fn take_ahead_proposals(&self) -> Vec<AheadChange> {
-        std::mem::take(&mut *self.shared.ahead_proposals())
     }
 
     /// Replaces the worker's network side with `link` (the worker's end
@@ -677,7 +665,7 @@ impl EngineWorker {
         }
         let (mode, _) = self.placement();
         let mut placed = std::mem::take(&mut self.placed);
-        let proposal = self.timing.handle_tick(
+        self.timing.handle_tick(
             mode,
             &self.timeline,
             Micros(now),
@@ -688,8 +676,37 @@ impl EngineWorker {
             self.push_to_rt(Inbound::Placed(p));
         }
         self.placed = placed;
-        if let Some(c) = proposal {
-            self.shared.ahead_proposals().push(c);
+        self.coherent_ahead(mode, Micros(now));
+    }
+
+    /// The coherent schedule-ahead: with a session document, this engine's
+    /// proposal goes into the document and every change the document holds
+    /// (anyone's) is applied, so every engine holds the same set; without
+    /// one, the engine applies its own proposals.
+    fn coherent_ahead(&mut self, mode: jam_core::LatencyMode, now: Micros) {
+        let coherent = mode == jam_core::LatencyMode::Coherent;
+        let changes = match &mut self.session {
+            None => {
+                if coherent {
+                    self.timing.apply_own_ahead(&self.timeline, now);
+                }
+                return;
+            }
+            Some(s) => {
+                if coherent
+                    && s.session.can_propose_ahead()
+                    && let Some(c) = self.timing.propose_ahead(&self.timeline, now)
+                    && let Err(e) = s.session.propose_ahead(c)
+                {
+                    tracing::warn!("cannot propose a schedule-ahead change: {e}");
+                }
+                s.session.take_new_ahead()
+            }
+        };
+        for c in changes {
+            if let Err(e) = self.timing.apply_ahead(&self.timeline, c) {
+                tracing::warn!("schedule-ahead change refused: {e}");
+            }
         }
     }
 
@@ -819,11 +836,6 @@ impl EngineWorker {
             }
             Control::LoadAgent(source) => self.load_agent(&source),
             Control::AgentModel(bytes) => self.set_model(bytes),
-            Control::ApplyAhead(change) => {
-                if let Err(e) = self.timing.apply_ahead(&self.timeline, change) {
-                    tracing::warn!("schedule-ahead change refused: {e}");
-                }
-            }
             // Handled by the loop (they replace or end it).
             Control::SwitchNet { .. } | Control::Shutdown => {}
         }

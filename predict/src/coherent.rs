@@ -271,19 +271,25 @@ impl CoherentScheduler {
 
     /// A change this peer should propose at beat `now`, if the measurements
     /// call for one: it starts at the first bar boundary after `now + lead`
-    /// (and after every change already applied).
+    /// (and after every change already applied). Nothing is proposed while
+    /// an applied change has not started yet: peers whose measurements
+    /// differ would otherwise answer each other's changes at once, one bar
+    /// after another, raising and lowering the offset far into the future.
     pub fn poll_change(&mut self, timeline: &Timeline, now: Beats) -> Option<AheadChange> {
+        let last = self.changes.iter().next_back().map(|(&at, &a)| (at, a));
+        if last.is_some_and(|(at, _)| at > now) {
+            return None;
+        }
         let tempo = timeline.tempo_at(now);
         let wanted = self.wanted_ahead(tempo)?;
-        let last = self.changes.iter().next_back();
-        let current = last.map(|(_, &a)| a).unwrap_or(self.initial);
+        let current = last.map(|(_, a)| a).unwrap_or(self.initial);
         let grow = wanted > current;
         let shrink = current - wanted >= self.config.hysteresis;
         if !grow && !shrink {
             return None;
         }
         let mut from = timeline.next_bar(now + self.config.lead);
-        if let Some((&at, _)) = last {
+        if let Some((at, _)) = last {
             while from <= at {
                 from = timeline.next_bar(from);
             }
@@ -426,6 +432,15 @@ mod tests {
         assert_eq!(s.ahead_at(b(12.0)), b(0.3125));
         // Asking again proposes nothing: the change covers the need.
         assert_eq!(s.poll_change(&tl(), b(6.0)), None);
+        // Nor does a higher need while that change is still ahead; once it
+        // has started, the next change goes to the first bar after the lead.
+        for d in [300_000u64; 40] {
+            s.handle_delay_sample(d);
+        }
+        assert_eq!(s.poll_change(&tl(), b(11.9)), None);
+        let c = s.poll_change(&tl(), b(12.5)).unwrap();
+        assert_eq!(c.from, b(20.0));
+        assert!(c.ahead > b(0.3125));
     }
 
     #[test]

@@ -395,6 +395,18 @@ impl SessionDoc {
         Ok(entry.id)
     }
 
+    /// Proposes, as this peer, that the coherent-mode schedule-ahead be
+    /// `ahead` from bar boundary `from` on (the engine's
+    /// `jam_predict::coherent::CoherentScheduler` picks both). Every replica
+    /// resolves all proposals alike ([`SessionState::ahead_changes`]: the
+    /// largest at a boundary wins). Pick `from` far enough ahead that the
+    /// proposal reaches every peer first. A negative `ahead` counts as zero.
+    pub fn propose_ahead(&mut self, from: Beats, ahead: Beats) -> Result<(), EditError> {
+        self.require_participant(self.me)?;
+        let me = self.me;
+        self.edit(|tx| schema::write_ahead(tx, me, from, ahead))
+    }
+
     /// Withdraws a tempo change by id; false if it did not exist.
     pub fn remove_tempo_change(&mut self, id: &str) -> Result<bool, EditError> {
         let mut removed = false;

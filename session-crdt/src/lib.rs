@@ -4,7 +4,7 @@
 //!
 //! Main types:
 //! - [`SessionDoc`]: one replica. Typed edits (join, leave, roles, tempo,
-//!   settings, chat, markers), the typed view ([`SessionState`]), save and
+//!   coherent schedule-ahead proposals, settings, chat, markers), the typed view ([`SessionState`]), save and
 //!   load, incremental change export for captures, and sans-IO sync with
 //!   every peer (`generate`/`receive` sync messages as bytes, a resend timer
 //!   so a lost message or a restarted peer never stalls the sync).
@@ -16,7 +16,11 @@
 //!
 //! The timeline maths ([`jam_core::Timeline`]) and the session clock
 //! ([`jam_core::SessionClock`]) live in `jam-core`; this crate decides which
-//! tempo changes exist and in which order they resolve.
+//! tempo changes exist and in which order they resolve, and likewise which
+//! coherent-mode schedule-ahead changes the session agreed on
+//! ([`SessionState::ahead_changes`]: each participant writes its proposals
+//! in its own entry, the largest per bar boundary wins, ties to the
+//! smallest peer id).
 //!
 //! ```
 //! use jam_core::{Beats, Meter, Micros, PeerId, SessionTime, Tempo};
@@ -67,8 +71,8 @@ pub mod snapshot;
 pub use document::{ExportedChange, MAX_SYNC_MESSAGE_LEN, MAX_TEXT_LEN, SessionDoc, SyncConfig};
 pub use error::{EditError, LoadError, SyncError};
 pub use model::{
-    ChatMessage, ClockInfo, Confidence, ConnectionStats, LatencyMode, Marker, MusicalKey,
-    Participant, PitchClass, Profile, Role, RoleAssignment, RoleSource, ScheduleAhead,
+    AheadEntry, ChatMessage, ClockInfo, Confidence, ConnectionStats, LatencyMode, Marker,
+    MusicalKey, Participant, PitchClass, Profile, Role, RoleAssignment, RoleSource, ScheduleAhead,
     SessionConfig, SessionInfo, SessionSettings, SessionState, Swing, TempoEntry,
 };
 pub use schema::{SCHEMA_MAJOR, SCHEMA_MINOR, SchemaError};

@@ -341,6 +341,10 @@ pub struct Participant {
     pub connection: ConnectionStats,
     /// Their clock alignment, once aligned.
     pub clock: Option<ClockInfo>,
+    /// The coherent-mode schedule-ahead changes they proposed: bar
+    /// boundary → schedule-ahead from it on. Written only by them; the
+    /// session's outcome is [`SessionState::ahead_changes`].
+    pub ahead: BTreeMap<Beats, Beats>,
 }
 
 impl Participant {
@@ -377,6 +381,20 @@ impl TempoEntry {
     pub fn order_key(&self) -> (Beats, SessionTime, PeerId, &str) {
         (self.change.at, self.made_at, self.by, self.id.as_str())
     }
+}
+
+/// One coherent-mode schedule-ahead change as the session resolves it:
+/// from bar boundary `from` on, events intended for a beat render
+/// `ahead` later (see `jam_predict::coherent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AheadEntry {
+    /// The bar boundary it takes effect at.
+    pub from: Beats,
+    /// The schedule-ahead from there on.
+    pub ahead: Beats,
+    /// The participant whose proposal won (see
+    /// [`SessionState::ahead_changes`]).
+    pub by: PeerId,
 }
 
 /// One chat message.
@@ -427,6 +445,35 @@ impl SessionState {
     /// Participants currently present.
     pub fn present(&self) -> impl Iterator<Item = &Participant> {
         self.participants.values().filter(|p| p.is_present())
+    }
+
+    /// The session's schedule-ahead changes, by boundary: every proposal
+    /// of every participant (present or departed, since every engine
+    /// applied it while it was there), and at a boundary several proposed
+    /// for, the largest schedule-ahead (the one that covers every
+    /// proposer's measured delay), ties to the smallest peer id. The
+    /// outcome depends only on the set of proposals, so every replica that
+    /// holds the same changes computes the same list, in whatever order
+    /// they arrived.
+    pub fn ahead_changes(&self) -> Vec<AheadEntry> {
+        let mut best: BTreeMap<Beats, AheadEntry> = BTreeMap::new();
+        for p in self.participants.values() {
+            for (&from, &ahead) in &p.ahead {
+                let e = AheadEntry {
+                    from,
+                    ahead,
+                    by: p.peer,
+                };
+                best.entry(from)
+                    .and_modify(|b| {
+                        if (e.ahead, std::cmp::Reverse(e.by)) > (b.ahead, std::cmp::Reverse(b.by)) {
+                            *b = e;
+                        }
+                    })
+                    .or_insert(e);
+            }
+        }
+        best.into_values().collect()
     }
 }
 

@@ -2,7 +2,7 @@
 //! how it is encoded, and how versions migrate. Every key string of the
 //! schema is in this module and nowhere else.
 //!
-//! # Layout (schema 1.0)
+//! # Layout (schema 1.1)
 //!
 //! ```text
 //! ROOT
@@ -33,7 +33,9 @@
 //! │  ├─ joined: int, left: int (absent while present)
 //! │  ├─ rtt_median_us: uint, rtt_p99_us: uint, loss_ppm: uint
 //! │  ├─ clock_offset_us: int, clock_stratum: uint (absent until aligned)
-//! │  └─ roles: map  rhythm|melody|harmony → map { confidence: uint (‰), source: auto|manual }
+//! │  ├─ roles: map  rhythm|melody|harmony → map { confidence: uint (‰), source: auto|manual }
+//! │  └─ ahead: map  <bar boundary, micro-beats, decimal> → uint   (minor 1)
+//! │                 coherent-mode schedule-ahead (micro-beats) they proposed from there on
 //! ├─ chat: list of map { author: str, at: int, text: str }
 //! └─ markers: list of map { beat: int, label: str, author: str, at: int }
 //! ```
@@ -80,7 +82,7 @@ use std::collections::BTreeMap;
 /// The schema major version this code writes and reads.
 pub const SCHEMA_MAJOR: u64 = 1;
 /// The schema minor version this code writes.
-pub const SCHEMA_MINOR: u64 = 0;
+pub const SCHEMA_MINOR: u64 = 1;
 
 pub(crate) const K_SCHEMA_MAJOR: &str = "schema_major";
 const K_SCHEMA_MINOR: &str = "schema_minor";
@@ -122,6 +124,7 @@ const K_CLOCK_STRATUM: &str = "clock_stratum";
 const K_ROLES: &str = "roles";
 const K_CONFIDENCE: &str = "confidence";
 const K_SOURCE: &str = "source";
+const K_AHEAD: &str = "ahead";
 
 const K_AUTHOR: &str = "author";
 const K_AT: &str = "at";
@@ -364,8 +367,24 @@ fn read_participant<R: ReadDoc>(
         Some(r) => read_roles(doc, &r, invalid),
         None => [None; 3],
     };
+    let mut ahead = BTreeMap::new();
+    if let Some(a) = get_obj(doc, p, K_AHEAD, ObjType::Map) {
+        for item in doc.map_range(&a, ..) {
+            let from = item.key.parse::<i64>().ok().map(Beats);
+            let value = get_u64(doc, &a, &item.key)
+                .and_then(|v| i64::try_from(v).ok())
+                .map(Beats);
+            match (from, value) {
+                (Some(from), Some(value)) => {
+                    ahead.insert(from, value);
+                }
+                _ => *invalid += 1,
+            }
+        }
+    }
     Some(Participant {
         peer,
+        ahead,
         profile: Profile {
             name: get_str(doc, p, K_NAME)?,
             public_key,
@@ -998,6 +1017,32 @@ pub fn write_clock<T: Transactable>(tx: &mut T, peer: PeerId, c: ClockInfo) -> W
         K_CLOCK_STRATUM,
         tx.put(&p, K_CLOCK_STRATUM, u64::from(c.stratum)),
     )?;
+    Ok(())
+}
+
+/// Records `peer`'s proposal that the coherent schedule-ahead be `ahead`
+/// from bar boundary `from` on. A second proposal of the same peer for the
+/// same boundary keeps the larger value, as the session's resolution does
+/// across peers. A negative `ahead` is written as zero.
+pub fn write_ahead<T: Transactable>(
+    tx: &mut T,
+    peer: PeerId,
+    from: Beats,
+    ahead: Beats,
+) -> WResult<()> {
+    let p = participant_or_err(tx, peer)?;
+    let a = match get_obj(tx, &p, K_AHEAD, ObjType::Map) {
+        Some(a) => a,
+        None => w(K_AHEAD, tx.put_object(&p, K_AHEAD, ObjType::Map))?,
+    };
+    let key = from.0.to_string();
+    let new = ahead.0.max(0).unsigned_abs();
+    match get_u64(tx, &a, &key) {
+        Some(old) if old >= new => {}
+        _ => {
+            w(K_AHEAD, tx.put(&a, key.as_str(), new))?;
+        }
+    }
     Ok(())
 }
 

@@ -625,3 +625,133 @@ fn a_joining_peer_aligns_beat_and_phase_with_the_session() {
     let published = b.state().unwrap().participants[&peer(2)].clock.unwrap();
     assert_eq!(published.stratum, 1);
 }
+
+#[test]
+fn concurrent_ahead_proposals_resolve_to_the_largest_per_bar_everywhere() {
+    let mut a = founder();
+    let mut b = joined(2, &mut a);
+    let mut c = joined(3, &mut a);
+    sync_pair(&mut a, &mut b);
+    let (bar, later) = (Beats::from_beats(16), Beats::from_beats(32));
+    let q = |x: i64| Beats(Beats::PER_BEAT / 32 * x);
+    // Concurrent: b and c raise for the same bar, c more; a and c tie at a
+    // later bar (the smaller peer id, a's, is named).
+    b.propose_ahead(bar, q(8)).unwrap();
+    c.propose_ahead(bar, q(11)).unwrap();
+    c.propose_ahead(later, q(6)).unwrap();
+    a.propose_ahead(later, q(6)).unwrap();
+    // A smaller second proposal of the same peer for the same bar does not
+    // lower its first.
+    b.propose_ahead(bar, q(2)).unwrap();
+    sync_pair(&mut c, &mut a);
+    sync_pair(&mut b, &mut a);
+    sync_pair(&mut c, &mut a);
+    let want = vec![
+        AheadEntry {
+            from: bar,
+            ahead: q(11),
+            by: peer(3),
+        },
+        AheadEntry {
+            from: later,
+            ahead: q(6),
+            by: peer(1),
+        },
+    ];
+    for d in [&a, &b, &c] {
+        let s = d.state().unwrap();
+        assert_eq!(s.ahead_changes(), want);
+        assert_eq!(s.participants[&peer(2)].ahead[&bar], q(8));
+    }
+    // Written only into the proposer's own entry: an empty replica cannot.
+    let mut empty = SessionDoc::new_replica(peer(7), 7);
+    assert!(matches!(
+        empty.propose_ahead(bar, q(1)),
+        Err(EditError::NoSession)
+    ));
+}
+
+#[test]
+fn an_unreadable_ahead_proposal_is_skipped_and_counted() {
+    let mut a = founder();
+    a.propose_ahead(Beats::from_beats(4), Beats(100)).unwrap();
+    let mut raw = automerge::AutoCommit::load(&a.save()).unwrap();
+    raw.set_actor(automerge::ActorId::from(&[5u8; 16][..]));
+    let (_, ps) = automerge::ReadDoc::get(&raw, automerge::ROOT, schema::raw::K_PARTICIPANTS)
+        .unwrap()
+        .unwrap();
+    let (_, me) = automerge::ReadDoc::get(&raw, &ps, peer(1).to_string())
+        .unwrap()
+        .unwrap();
+    let (_, ahead) = automerge::ReadDoc::get(&raw, &me, "ahead")
+        .unwrap()
+        .unwrap();
+    raw.put(&ahead, "bar seven", 5u64).unwrap();
+    raw.put(&ahead, "64", "wide").unwrap();
+    let change: Vec<Vec<u8>> = raw
+        .get_changes(&a.automerge().get_heads())
+        .iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect();
+    let refs: Vec<&[u8]> = change.iter().map(|c| c.as_slice()).collect();
+    a.apply_changes(&refs).unwrap();
+    let s = a.state().unwrap();
+    assert_eq!(s.invalid_entries, 2);
+    assert_eq!(
+        s.ahead_changes(),
+        vec![AheadEntry {
+            from: Beats::from_beats(4),
+            ahead: Beats(100),
+            by: peer(1),
+        }]
+    );
+    assert_eq!(Ok(s), schema::read_state(a.automerge()).as_ref());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("JAM_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(16)
+    ))]
+
+    /// Whatever the proposals and whichever order the replicas sync in,
+    /// every replica ends with the same schedule-ahead timeline: per bar,
+    /// the largest proposal, ties to the smallest peer id.
+    #[test]
+    fn concurrent_ahead_proposals_converge_to_one_timeline(
+        proposals in proptest::collection::vec((0usize..3, 0i64..6, 0i64..64), 1..12),
+        order in proptest::collection::vec((0usize..3, 0usize..3), 0..6),
+    ) {
+        let mut a = founder();
+        let b = joined(2, &mut a);
+        let c = joined(3, &mut a);
+        let mut docs = [a, b, c];
+        for (i, j) in [(0, 1), (0, 2)] {
+            let (x, y) = docs.split_at_mut(j);
+            sync_pair(&mut x[i], &mut y[0]);
+        }
+        let step = Beats::PER_BEAT / 32;
+        let mut model: std::collections::BTreeMap<Beats, (Beats, std::cmp::Reverse<PeerId>)> =
+            std::collections::BTreeMap::new();
+        for &(who, bar, ahead) in &proposals {
+            let (from, ahead) = (Beats::from_beats(bar * 4), Beats(ahead * step));
+            docs[who].propose_ahead(from, ahead).unwrap();
+            let cand = (ahead, std::cmp::Reverse(docs[who].me()));
+            let e = model.entry(from).or_insert(cand);
+            *e = (*e).max(cand);
+        }
+        // Some partial syncs in an arbitrary order, then everyone with a.
+        for (i, j) in order.into_iter().chain([(1, 0), (2, 0), (1, 0)]) {
+            if i == j { continue; }
+            let (lo, hi) = (i.min(j), i.max(j));
+            let (x, y) = docs.split_at_mut(hi);
+            sync_pair(&mut x[lo], &mut y[0]);
+        }
+        let want: Vec<AheadEntry> = model
+            .into_iter()
+            .map(|(from, (ahead, by))| AheadEntry { from, ahead, by: by.0 })
+            .collect();
+        for d in &docs {
+            prop_assert_eq!(d.state().unwrap().ahead_changes(), want.clone());
+        }
+    }
+}

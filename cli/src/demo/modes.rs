@@ -75,6 +75,10 @@ pub(crate) fn hear(
         while *now + TICK <= until {
             *now += TICK;
             timing.handle_tick(mode, &tl, *now, out, &table);
+            if mode == LatencyMode::Coherent {
+                // One listener, no session document: its own changes.
+                timing.apply_own_ahead(&tl, *now);
+            }
             out.clear();
         }
     };
