@@ -284,109 +284,69 @@ impl MonitorSynth {
             right[..n].fill(0.0);
             return;
         }
-        let (left, right) = (&mut left[..n], &mut right[..n]);
-        left.fill(0.0);
-        right.fill(0.0);
-        // Each voice is rendered up to `done[i]` and only brought forward
-        // when an event needs its state at the event's sample, so a block
-        // full of events still renders most voices in one run each.
-        let mut done = [0usize; MAX_VOICES];
         let mut pos = 0usize;
-        for e in events {
-            // Sorted input keeps `pos` moving forward; an event out of
-            // order plays at the current position.
-            pos = pos.max((e.offset as usize).min(n.saturating_sub(1)));
-            // Voices whose stage changes by `pos` (an envelope segment ends,
-            // a release or steal ramp finishes) get there first, so every
-            // stage the event looks at is the stage at its sample.
-            for (i, d) in done.iter_mut().enumerate() {
-                let v = &self.voices[i];
-                if v.stage != Stage::Idle && v.remaining as usize <= pos - *d {
-                    self.advance(i, d, pos, left, right);
-                }
+        let mut ev = events.iter().peekable();
+        while pos < n {
+            while let Some(e) = ev.next_if(|e| (e.offset as usize).min(n - 1) <= pos) {
+                self.handle(e.slot, e.msg);
             }
-            self.handle(e.slot, e.msg, pos, &mut done, left, right);
+            let end = ev
+                .peek()
+                .map_or(n, |e| (e.offset as usize).min(n - 1).max(pos + 1));
+            self.render_span(&mut left[pos..end], &mut right[pos..end]);
+            pos = end;
         }
-        for (i, d) in done.iter_mut().enumerate() {
-            self.advance(i, d, n, left, right);
+        for e in ev {
+            self.handle(e.slot, e.msg);
         }
-        self.apply_level(left, right);
     }
 
-    /// Plays one event at sample `pos`: first renders the voices it changes
-    /// up to `pos` (each voice `i` is rendered up to `done[i]`), then
-    /// changes them.
-    fn handle(
-        &mut self,
-        slot: u8,
-        msg: ShortMessage,
-        pos: usize,
-        done: &mut [usize; MAX_VOICES],
-        left: &mut [f32],
-        right: &mut [f32],
-    ) {
+    fn handle(&mut self, slot: u8, msg: ShortMessage) {
         if slot as usize >= MAX_PEERS {
             return;
         }
         if msg.is_note_on() {
-            if let Some(i) = self.voice_for_note_on() {
-                self.advance(i, &mut done[i], pos, left, right);
-                self.note_on(i, slot, msg.data1(), msg.data2());
-            }
+            self.note_on(slot, msg.data1(), msg.data2());
         } else if msg.is_note_off() {
-            for (i, d) in done.iter_mut().enumerate() {
-                let v = &self.voices[i];
-                if v.slot == slot && v.key == msg.data1() {
-                    self.advance(i, d, pos, left, right);
-                }
-            }
             self.note_off(slot, msg.data1());
         } else if msg.status() & 0xF0 == 0xB0 && matches!(msg.data1(), 120 | 123) {
             // All sound off / all notes off for this participant.
-            for (i, d) in done.iter_mut().enumerate() {
+            for i in 0..MAX_VOICES {
                 if self.voices[i].slot == slot {
-                    self.advance(i, d, pos, left, right);
                     self.release(i);
                 }
             }
         }
     }
 
-    /// The voice a note-on takes: the first idle one, else the oldest
-    /// releasing voice, else the oldest voice (to be stolen). One pass over
-    /// the pool.
-    fn voice_for_note_on(&self) -> Option<usize> {
-        let mut oldest: Option<(u64, usize)> = None;
-        let mut oldest_releasing: Option<(u64, usize)> = None;
-        for (i, v) in self.voices.iter().enumerate() {
-            match v.stage {
-                Stage::Idle => return Some(i),
-                Stage::Release if oldest_releasing.is_none_or(|(age, _)| v.age < age) => {
-                    oldest_releasing = Some((v.age, i));
-                }
-                _ => {}
+    fn note_on(&mut self, slot: u8, key: u8, velocity: u8) {
+        let idx = match self.voices.iter().position(|v| v.stage == Stage::Idle) {
+            Some(i) => i,
+            None => {
+                // Steal: the oldest releasing voice, else the oldest voice.
+                let oldest = |want_release: bool| {
+                    self.voices
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, v)| !want_release || v.stage == Stage::Release)
+                        .min_by_key(|(_, v)| v.age)
+                        .map(|(i, _)| i)
+                };
+                let Some(i) = oldest(true).or_else(|| oldest(false)) else {
+                    return;
+                };
+                let sr = self.sample_rate;
+                let v = &mut self.voices[i];
+                v.remaining = ms_to_samples(STEAL_RAMP_MS, sr);
+                v.step = -v.env / v.remaining as f32;
+                v.stage = Stage::Steal;
+                v.pending = Some((slot, key, velocity));
+                v.age = self.next_age;
+                self.next_age += 1;
+                return;
             }
-            if oldest.is_none_or(|(age, _)| v.age < age) {
-                oldest = Some((v.age, i));
-            }
-        }
-        oldest_releasing.or(oldest).map(|(_, i)| i)
-    }
-
-    /// Plays a note on voice `i` (from [`Self::voice_for_note_on`]): at once
-    /// when it is idle, else after a steal ramp to silence.
-    fn note_on(&mut self, i: usize, slot: u8, key: u8, velocity: u8) {
-        if self.voices[i].stage == Stage::Idle {
-            return self.start(i, slot, key, velocity);
-        }
-        let sr = self.sample_rate;
-        let v = &mut self.voices[i];
-        v.remaining = ms_to_samples(STEAL_RAMP_MS, sr);
-        v.step = -v.env / v.remaining as f32;
-        v.stage = Stage::Steal;
-        v.pending = Some((slot, key, velocity));
-        v.age = self.next_age;
-        self.next_age += 1;
+        };
+        self.start(idx, slot, key, velocity);
     }
 
     fn start(&mut self, i: usize, slot: u8, key: u8, velocity: u8) {
@@ -445,40 +405,32 @@ impl MonitorSynth {
         v.step = -v.env / v.remaining as f32;
     }
 
-    /// Renders voice `i` from sample `*done` up to sample `to`, adding it
-    /// into `left`/`right`, and sets `*done = to`.
+    /// Renders every voice into `left`/`right` (overwritten), then applies
+    /// the output level.
     ///
-    /// The voice is rendered in runs during which its envelope is one
+    /// Each voice is rendered in runs during which its envelope is one
     /// linear segment (`env + k·step`): the stage logic runs once per run,
     /// not per sample, and the inner loops (one per waveform) have no
-    /// branch but the PolyBLEP edges. An idle voice costs nothing.
-    fn advance(
-        &mut self,
-        i: usize,
-        done: &mut usize,
-        to: usize,
-        left: &mut [f32],
-        right: &mut [f32],
-    ) {
-        let mut s = *done;
-        while s < to && self.voices[i].stage != Stage::Idle {
-            let v = &mut self.voices[i];
-            let run = (v.remaining as usize).min(to - s);
-            let wave = timbre_for_slot(v.slot).wave;
-            render_run(v, wave, &mut left[s..s + run], &mut right[s..s + run]);
-            s += run;
-            v.remaining -= run as u32;
-            if v.remaining == 0 {
-                self.next_stage(i);
+    /// branch but the PolyBLEP edges. Idle voices cost nothing.
+    fn render_span(&mut self, left: &mut [f32], right: &mut [f32]) {
+        left.fill(0.0);
+        right.fill(0.0);
+        let n = left.len();
+        for i in 0..MAX_VOICES {
+            let mut s = 0usize;
+            while s < n && self.voices[i].stage != Stage::Idle {
+                let v = &mut self.voices[i];
+                let run = (v.remaining as usize).min(n - s);
+                let wave = timbre_for_slot(v.slot).wave;
+                render_run(v, wave, &mut left[s..s + run], &mut right[s..s + run]);
+                s += run;
+                v.remaining -= run as u32;
+                if v.remaining == 0 {
+                    self.next_stage(i);
+                }
             }
         }
-        *done = to.max(*done);
-    }
-
-    /// Applies the output level to the mixed block: a ramp while it
-    /// changes, then a constant gain.
-    fn apply_level(&mut self, left: &mut [f32], right: &mut [f32]) {
-        let n = left.len();
+        // Output level: a ramp while it changes, then a constant gain.
         let mut s = 0usize;
         if self.level_remaining > 0 {
             let ramp = (self.level_remaining as usize).min(n);
@@ -786,56 +738,5 @@ mod tests {
             44_100,
         );
         assert_eq!(s.active_voices(), 0);
-    }
-
-    /// Long enough for steals, attacks and decays, and the shorter releases,
-    /// to end inside the rendering.
-    const LEN: usize = 6144;
-
-    /// Renders `events` (absolute sample, slot, message) over `len` samples
-    /// in blocks of `block` samples; mono sum.
-    fn render_blocks(events: &[(usize, u8, ShortMessage)], len: usize, block: usize) -> Vec<f32> {
-        let mut s = MonitorSynth::new(48_000.0, 1.0);
-        let mut out = Vec::with_capacity(len);
-        for start in (0..len).step_by(block) {
-            let n = block.min(len - start);
-            let evs: Vec<OutEvent> = events
-                .iter()
-                .filter(|(at, _, _)| (start..start + n).contains(at))
-                .map(|&(at, slot, msg)| ev((at - start) as u32, slot, msg))
-                .collect();
-            out.extend(render(&mut s, &evs, n));
-        }
-        out
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
-        /// A block renders each voice in as few runs as it can; the result
-        /// must be what rendering one sample at a time (every event seeing
-        /// every voice exactly at its sample) gives: same voice choices,
-        /// steals, releases and ramps, up to float rounding.
-        #[test]
-        fn a_block_sounds_like_rendering_sample_by_sample(
-            raw in proptest::collection::vec((0usize..LEN, 0u8..6, 0u8..4, 40u8..52), 0..160),
-            block in proptest::prop_oneof![proptest::strategy::Just(LEN), 1usize..700],
-        ) {
-            let mut events: Vec<(usize, u8, ShortMessage)> = raw
-                .iter()
-                .map(|&(at, slot, kind, key)| {
-                    let msg = match kind {
-                        0 | 1 => ShortMessage::note_on(slot, key, 100),
-                        2 => ShortMessage::note_off(slot, key, 0),
-                        _ => ShortMessage::control_change(slot, 123, 0),
-                    };
-                    (at, slot, msg)
-                })
-                .collect();
-            events.sort_by_key(|e| e.0);
-            let whole = render_blocks(&events, LEN, block);
-            let each = render_blocks(&events, LEN, 1);
-            let worst = whole.iter().zip(&each).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-            proptest::prop_assert!(worst < 1e-3, "worst difference {}", worst);
-        }
     }
 }
