@@ -89,11 +89,10 @@ pub use agent::{AgentLoadError, AgentSource};
 pub use capture::{
     CaptureStatus, CaptureTarget, Recording, RecordingError, RecordingStart, RecordingSummary,
 };
-pub use key_file::{KeyFileError, read_identity};
 pub use event::{EventBuffer, HostEvent, OutEvent, Received, RemoteEvent, StampedEvent};
 pub use jam_core::LatencyMode;
 pub use jam_predict::coherent::AheadChange;
-pub use key_file::KeyFileError;
+pub use key_file::{KeyFileError, read_identity};
 pub use midi_manager::{BlockClock, BlockTimer, HostTransport, MidiManager};
 pub use net::{NetCommand, NetEvent, NetLink, NetPort, Role, SessionAddress};
 pub use network::{NetworkConfig, NetworkError, NetworkInfo};

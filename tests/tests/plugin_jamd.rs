@@ -132,8 +132,8 @@ fn the_plugin_joins_a_session_by_name_through_jamd_and_plays_with_a_jam_peer() {
     for pair in got.windows(2) {
         let gap = pair[1].0 as i64 - pair[0].0 as i64;
         assert!(
-            (gap - 3000).abs() <= 1200,
-            "spacing {gap} samples, played 3000: {got:?}"
+            (gap - 6000).abs() <= 1200,
+            "spacing {gap} samples, played 6000 (125 ms at 48 kHz): {got:?}"
         );
     }
 

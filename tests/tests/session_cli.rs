@@ -101,7 +101,7 @@ fn sample_session() -> Vec<u8> {
 
 const EXPECTED: &str = "\
 session  friday (aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa)
-schema   1.0   created 1700000000000 (unix ms)
+schema   1.1   created 1700000000000 (unix ms)
 mode     coherent (schedule-ahead 80.0 ms)
 grid     1/8, swing 66.7%
 key      A minor
@@ -198,7 +198,7 @@ fn session_new_then_show_round_trips_and_refuses_to_overwrite() {
         text,
         "\
 session  tuesday (000102030405060708090a0b0c0d0e0f)
-schema   1.0   created 5 (unix ms)
+schema   1.1   created 5 (unix ms)
 mode     interval (16 beats)
 grid     1/16, swing straight
 key      D# major
