@@ -63,12 +63,7 @@ fn peer_in(
 ) -> (Killed, mpsc::Receiver<String>) {
     let key = dir.join(format!("{name}.key"));
     if !key.exists() {
-        let o = jam()
-            .args(["keys", "new", "-o"])
-            .arg(&key)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        jam_tests::keys::new_key(Path::new(env!("CARGO_BIN_EXE_jam")), &key);
     }
     let listen = if netns.is_some() {
         "0.0.0.0:0"
@@ -216,15 +211,7 @@ fn jam_peer_server_errors_name_the_problem() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--session"));
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k");
-    assert!(
-        jam()
-            .args(["keys", "new", "-o"])
-            .arg(&key)
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    jam_tests::keys::new_key(Path::new(env!("CARGO_BIN_EXE_jam")), &key);
     let o = jam()
         .args([
             "peer",

@@ -29,16 +29,7 @@ fn session_lines(out: &[u8]) -> Vec<serde_json::Value> {
 fn a_proposed_tempo_reaches_the_other_peer_its_timeline_and_its_capture() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("ann.key");
-    let made = jam()
-        .args(["keys", "new", "-o"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    jam_tests::keys::new_key(std::path::Path::new(env!("CARGO_BIN_EXE_jam")), &key);
     let capture = dir.path().join("ann.scp");
 
     let mut ann = jam()

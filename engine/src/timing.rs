@@ -424,19 +424,21 @@ impl Timing {
             }
         }
 
+        // The late-event policy for this event, aimed at `target`.
+        let input = |target| LateInput {
+            mode,
+            role: p.role,
+            kind,
+            intended,
+            target,
+            now,
+            predicted,
+        };
         match mode {
             LatencyMode::Interval => return false,
             LatencyMode::Coherent => {
                 let target = self.coherent.render_beat(intended);
-                let d = p.late.decide(LateInput {
-                    mode,
-                    role: p.role,
-                    kind,
-                    intended,
-                    target,
-                    now,
-                    predicted,
-                });
+                let d = p.late.decide(input(target));
                 match d {
                     Decision::Play { at } | Decision::Snap { at } | Decision::Correct { at } => {
                         out.push(Placed {
@@ -453,15 +455,7 @@ impl Timing {
             LatencyMode::Live | LatencyMode::Predictive => {
                 let due = ev.sent_at + Duration::from_micros(p.jitter.playout_delay_us());
                 let target = tl.beat_at(due);
-                let d = p.late.decide(LateInput {
-                    mode,
-                    role: p.role,
-                    kind,
-                    intended,
-                    target,
-                    now,
-                    predicted,
-                });
+                let d = p.late.decide(input(target));
                 let at = |b: Beats| {
                     if b == target {
                         At::Time(due)

@@ -297,3 +297,21 @@ impl Drop for Instance {
         self.deactivate();
     }
 }
+
+/// The notes in a `jam-clap-host` JSON report, as (sample, channel, key,
+/// on) in the order the plugin sent them.
+pub fn report_notes(report: &serde_json::Value) -> Vec<(u64, i64, u8, bool)> {
+    report["notes"]
+        .as_array()
+        .expect("the report has notes")
+        .iter()
+        .map(|n| {
+            (
+                n["sample"].as_u64().expect("sample"),
+                n["channel"].as_i64().expect("channel"),
+                u8::try_from(n["key"].as_u64().expect("key")).expect("key < 256"),
+                n["on"].as_bool().expect("on"),
+            )
+        })
+        .collect()
+}

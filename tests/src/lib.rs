@@ -11,6 +11,7 @@
 //!   builder, sending RTP-MIDI;
 //! - [`jam_peer`]: the `jam peer` binary as a test peer;
 //! - [`jamd`]: the `jamd` binary serving on loopback;
+//! - [`keys`]: key files made with `jam keys new`;
 //! - [`clap_host`]: hosting the plugin's CLAP entry with clack-host (the
 //!   plugin's own tests and the `jam-clap-host` binary);
 //! - [`bench`]: how a `harness = false` benchmark was started (listed by a
@@ -39,6 +40,7 @@ pub mod bench;
 pub mod clap_host;
 pub mod jam_peer;
 pub mod jamd;
+pub mod keys;
 pub mod process;
 pub mod pymidi;
 pub mod smf;

@@ -28,9 +28,7 @@ fn text(b: &[u8]) -> String {
 
 /// `jam keys new -o PATH`; returns the public key it prints.
 fn new_key(path: &Path) -> String {
-    let out = jam(&["keys", "new", "-o", path.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    text(&out.stdout).trim().to_string()
+    jam_tests::keys::new_key(&jam_tests::workspace_bin("jam-cli", "jam"), path)
 }
 
 /// Notes `base..base+n`, each on then off, `gap_ms` apart (1 tick = 1 ms).

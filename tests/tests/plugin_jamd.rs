@@ -6,10 +6,12 @@
 //! same session. Everything goes through the relay (or a direct path on
 //! loopback), end-to-end encrypted.
 
+use jam_tests::clap_host::report_notes;
 use jam_tests::jam_peer::{JamPeer, played};
 use jam_tests::jamd::JamdProcess;
+use jam_tests::keys::new_key;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -22,15 +24,6 @@ fn paths() -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
-fn new_key(jam: &Path, path: &Path) {
-    let o = Command::new(jam)
-        .args(["keys", "new", "-o"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
 /// Creates an account on `jamd` through its HTTP API.
 fn register(base: &str, user: &str, password: &str) {
     tokio::runtime::Builder::new_current_thread()
@@ -39,23 +32,6 @@ fn register(base: &str, user: &str, password: &str) {
         .unwrap()
         .block_on(jam_join::Jamd::new(base).register(user, password))
         .unwrap();
-}
-
-/// (sample, channel, key, on) of the host's output notes.
-fn notes(report: &Value) -> Vec<(u64, i64, u8, bool)> {
-    report["notes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["sample"].as_u64().unwrap(),
-                n["channel"].as_i64().unwrap(),
-                n["key"].as_u64().unwrap() as u8,
-                n["on"].as_bool().unwrap(),
-            )
-        })
-        .collect()
 }
 
 #[test]
@@ -125,7 +101,7 @@ fn the_plugin_joins_a_session_by_name_through_jamd_and_plays_with_a_jam_peer() {
 
     // Bob's notes came out of the plugin on his channel, in order, spaced
     // as he played them within arrival jitter (live mode: ±25 ms).
-    let got = notes(&report);
+    let got = report_notes(&report);
     let keys: Vec<(i64, u8, bool)> = got.iter().map(|&(_, c, k, on)| (c, k, on)).collect();
     let want: Vec<(i64, u8, bool)> = scale.iter().map(|(_, m)| (0, m[1], m[0] == 0x90)).collect();
     assert_eq!(keys, want, "bob is the first participant: channel 1 (0)");

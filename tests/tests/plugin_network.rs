@@ -22,6 +22,7 @@
 //! while it plays into a session with a `jam peer`; the real `jam capture
 //! replay` opens the capture it wrote with the key file's owner key only.
 
+use jam_tests::clap_host::report_notes;
 use jam_tests::jam_peer::JamPeer;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -84,23 +85,6 @@ fn write_scale(path: &Path) -> Vec<(u64, u8, bool)> {
     }
     jam_tests::smf::write(path, 480, 500_000, &events);
     expected
-}
-
-/// (sample, channel, key, on) of the host's output notes.
-fn notes(report: &Value) -> Vec<(u64, i64, u8, bool)> {
-    report["notes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["sample"].as_u64().unwrap(),
-                n["channel"].as_i64().unwrap(),
-                n["key"].as_u64().unwrap() as u8,
-                n["on"].as_bool().unwrap(),
-            )
-        })
-        .collect()
 }
 
 #[test]
@@ -169,7 +153,7 @@ fn jam_peer_notes_come_out_of_the_plugin_live_on_the_participants_channel() {
         "live",
     ]);
     drop(peer);
-    let got = notes(&report);
+    let got = report_notes(&report);
     let keys: Vec<(i64, u8, bool)> = got.iter().map(|&(_, c, k, on)| (c, k, on)).collect();
     let want: Vec<(i64, u8, bool)> = expected.iter().map(|&(_, k, on)| (0, k, on)).collect();
     assert_eq!(keys, want, "bob is the first participant: channel 1 (0)");
@@ -206,7 +190,7 @@ fn interval_mode_places_jam_peer_notes_exactly_four_beats_later() {
         "4",
     ]);
     drop(peer);
-    let got = notes(&report);
+    let got = report_notes(&report);
     let keys: Vec<(u8, bool)> = got.iter().map(|&(_, _, k, on)| (k, on)).collect();
     let want: Vec<(u8, bool)> = expected.iter().map(|&(_, k, on)| (k, on)).collect();
     assert_eq!(keys, want);
@@ -265,7 +249,7 @@ fn two_plugin_hosts_in_two_processes_play_to_each_other() {
         "--play",
         "60,64,67",
     ]);
-    assert!(notes(&player).is_empty(), "anna played nothing");
+    assert!(report_notes(&player).is_empty(), "anna played nothing");
     let out = listener.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -273,7 +257,7 @@ fn two_plugin_hosts_in_two_processes_play_to_each_other() {
         String::from_utf8_lossy(&out.stderr)
     );
     let anna: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let keys: Vec<(i64, u8, bool)> = notes(&anna)
+    let keys: Vec<(i64, u8, bool)> = report_notes(&anna)
         .iter()
         .map(|&(_, c, k, on)| (c, k, on))
         .collect();
@@ -355,12 +339,7 @@ fn jam(args: &[&str]) -> std::process::Output {
 
 /// `jam keys new -o PATH` (no passphrase: the plugin cannot ask for one).
 fn new_key(path: &Path) {
-    let out = jam(&["keys", "new", "-o", path.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    jam_tests::keys::new_key(&paths().2, path);
 }
 
 #[test]

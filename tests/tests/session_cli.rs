@@ -255,17 +255,7 @@ fn session_show_reports_a_corrupt_file_clearly() {
 fn session_new_takes_the_public_key_jam_keys_prints() {
     let dir = temp_dir("jam1key");
     let key_file = dir.join("me.key");
-    let out = jam()
-        .args(["keys", "new", "-o"])
-        .arg(&key_file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let public = jam_tests::keys::new_key(&jam_tests::workspace_bin("jam-cli", "jam"), &key_file);
     assert!(public.starts_with("jam1"), "{public}");
     let expected: [u8; 32] = public.parse::<jam_capture::Recipient>().unwrap().to_bytes();
     let file = dir.join("keyed.jam");

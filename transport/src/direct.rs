@@ -374,17 +374,7 @@ impl DirectPaths {
                     m.next_probe = now;
                     self.events.push_back(PathEvent::Relay { member: id });
                 } else if now >= m.next_probe {
-                    let nonce = self.rng.next_u64();
-                    push_sent(&mut m.sent, nonce, d, now);
-                    self.out.push_back((
-                        id,
-                        d,
-                        Probe {
-                            kind: ProbeKind::Probe,
-                            to: id,
-                            nonce,
-                        },
-                    ));
+                    send_probe(&mut self.rng, &mut self.out, &mut m.sent, id, d, now);
                     m.next_probe = now + c.keepalive_interval;
                     continue;
                 } else {
@@ -395,17 +385,7 @@ impl DirectPaths {
                 continue;
             }
             for &a in &m.candidates {
-                let nonce = self.rng.next_u64();
-                push_sent(&mut m.sent, nonce, a, now);
-                self.out.push_back((
-                    id,
-                    a,
-                    Probe {
-                        kind: ProbeKind::Probe,
-                        to: id,
-                        nonce,
-                    },
-                ));
+                send_probe(&mut self.rng, &mut self.out, &mut m.sent, id, a, now);
             }
             m.rounds_left = m.rounds_left.saturating_sub(1);
             m.next_probe = if m.rounds_left > 0 {
@@ -439,6 +419,29 @@ impl DirectPaths {
     pub fn poll_event(&mut self) -> Option<PathEvent> {
         self.events.pop_front()
     }
+}
+
+/// Queues a probe with a fresh nonce to member `id` at `to`, and
+/// remembers the nonce so that only an ack echoing it opens the path.
+fn send_probe(
+    rng: &mut StdRng,
+    out: &mut VecDeque<(u32, SocketAddr, Probe)>,
+    sent: &mut VecDeque<(u64, SocketAddr, Micros)>,
+    id: u32,
+    to: SocketAddr,
+    now: Micros,
+) {
+    let nonce = rng.next_u64();
+    push_sent(sent, nonce, to, now);
+    out.push_back((
+        id,
+        to,
+        Probe {
+            kind: ProbeKind::Probe,
+            to: id,
+            nonce,
+        },
+    ));
 }
 
 fn push_sent(
