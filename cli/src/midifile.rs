@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use jam_core::ShortMessage;
-use midly::{MetaMessage, MidiMessage, Smf, Timing, TrackEventKind};
+use midly::{MetaMessage, MidiMessage, Timing, TrackEventKind};
 use std::path::Path;
 use std::time::Duration;
 
@@ -33,7 +33,7 @@ pub(crate) fn load(path: &Path) -> Result<Vec<Timed>> {
 
 /// Parses a Standard MIDI File (format 0, 1 or 2) held in memory.
 pub(crate) fn parse(bytes: &[u8]) -> Result<Vec<Timed>> {
-    let smf = Smf::parse(bytes)?;
+    let smf = jam_predict::midi::parse_smf(bytes)?;
     // (absolute tick, track, index within track, event) for a stable merge.
     let mut merged = Vec::new();
     for (track_no, track) in smf.tracks.iter().enumerate() {
@@ -125,7 +125,7 @@ fn push_event(out: &mut Vec<Timed>, at: Duration, kind: TrackEventKind<'_>) {
 mod tests {
     use super::*;
     use midly::num::{u4, u7, u15, u24, u28};
-    use midly::{Format, Header, TrackEvent};
+    use midly::{Format, Header, Smf, TrackEvent};
 
     fn ev(delta: u32, kind: TrackEventKind<'static>) -> TrackEvent<'static> {
         TrackEvent {
@@ -186,5 +186,10 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         assert!(parse(b"MThd garbage").is_err());
         assert!(parse(&[]).is_err());
+        // A timecode division of -128 frames per second: an error, not
+        // midly's overflowing negation.
+        let mut bad = b"MThd\x00\x00\x00\x06\x00\x00\x00\x01".to_vec();
+        bad.extend_from_slice(&[0x80, 0x00]);
+        assert!(parse(&bad).is_err());
     }
 }

@@ -39,6 +39,29 @@ pub enum MidiFileError {
     },
 }
 
+/// Parses a Standard MIDI File with `midly`, refusing first what `midly`
+/// 0.5 cannot read without panicking: a timecode division whose frame byte
+/// is -128 makes it negate `i8::MIN` (a panic in builds with overflow
+/// checks, a wrapped value otherwise). Both MIDI readers in the workspace
+/// (this module and the CLI's `--play` reader) go through here.
+pub fn parse_smf(bytes: &[u8]) -> Result<Smf<'_>, MidiFileError> {
+    // The header chunk is the file's first (a bare SMF) or sits inside a
+    // RIFF RMID wrapper: look for its tag where midly would.
+    let header = if bytes.starts_with(b"RIFF") {
+        bytes.windows(4).position(|w| w == b"MThd")
+    } else {
+        bytes.starts_with(b"MThd").then_some(0)
+    };
+    if let Some(at) = header
+        && bytes.get(at + 12) == Some(&0x80)
+    {
+        return Err(MidiFileError::Parse(
+            "timecode division with -128 frames per second".into(),
+        ));
+    }
+    Smf::parse(bytes).map_err(|e| MidiFileError::Parse(e.to_string()))
+}
+
 /// The General MIDI drum channel (channel 10, index 9).
 pub const DRUM_CHANNEL: u8 = 9;
 
@@ -46,7 +69,7 @@ pub const DRUM_CHANNEL: u8 = 9;
 /// track order, then channel order; `role` is given to every line not on
 /// the drum channel.
 pub fn lines_from_smf(bytes: &[u8], role: Role) -> Result<Vec<NoteSeq>, MidiFileError> {
-    let smf = Smf::parse(bytes).map_err(|e| MidiFileError::Parse(e.to_string()))?;
+    let smf = parse_smf(bytes)?;
     // Beats of one tick, as a fraction (numerator, denominator) of a beat.
     let (tick_num, tick_den): (i128, i128) = match smf.header.timing {
         Timing::Metrical(tpb) => match tpb.as_int() {
