@@ -8,10 +8,15 @@
 //!
 //! Two figures beside it tell where a long block comes from: a second monitor
 //! synth fed the same events after each block, timed alone (the synth's
-//! share), and a fixed computation timed after the same sleep as a block
+//! share), and a fixed computation timed after the same wait as a block
 //! (what the machine itself adds: timer ticks, other tenants of the VM).
 //! `JAM_BENCH_PROFILE=1` also prints the slowest blocks with what they held
 //! and the median block by number of distinct event samples.
+//!
+//! Between blocks the bench sleeps 1.5 ms, as an audio thread waits for its
+//! device. `JAM_BENCH_WAIT=spin` waits by spinning instead, so the core
+//! never goes idle: the difference between the two runs is what returning
+//! from idle costs on the machine, not what `process()` costs.
 //!
 //! Run: `cargo bench -p jam-engine --bench process`.
 
@@ -118,7 +123,7 @@ impl Rig {
         }
         // The worker polls every millisecond; give it the time it would
         // have in real time (outside the measurement).
-        std::thread::sleep(Duration::from_micros(1500));
+        wait_between_blocks();
         let switches = involuntary_switches();
         let t0 = Instant::now();
         self.rt.process_block(&mut Block {
@@ -173,8 +178,8 @@ struct BlockRow {
 /// Sleeps as [`Rig::step`] does before its block, then times a fixed
 /// computation (of the order of a median block): what the machine adds to
 /// a block that does the same work every time (ns).
-fn fixed_work_after_sleep() -> u64 {
-    std::thread::sleep(Duration::from_micros(1500));
+fn fixed_work_after_wait() -> u64 {
+    wait_between_blocks();
     let t0 = Instant::now();
     let mut x = black_box(1.0f64);
     for _ in 0..4000 {
@@ -182,6 +187,21 @@ fn fixed_work_after_sleep() -> u64 {
     }
     black_box(x);
     (t0.elapsed().as_nanos() as u64).max(1)
+}
+
+/// Waits 1.5 ms between blocks: a sleep, or with `JAM_BENCH_WAIT=spin` a
+/// spin that keeps the core busy (see the module doc).
+fn wait_between_blocks() {
+    const PAUSE: Duration = Duration::from_micros(1500);
+    static SPIN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *SPIN.get_or_init(|| std::env::var("JAM_BENCH_WAIT").is_ok_and(|w| w == "spin")) {
+        let t0 = Instant::now();
+        while t0.elapsed() < PAUSE {
+            std::hint::spin_loop();
+        }
+    } else {
+        std::thread::sleep(PAUSE);
+    }
 }
 
 /// The kernel's count of times this thread was preempted (another task
@@ -216,6 +236,14 @@ fn bench(c: &mut Criterion) {
         .and_then(|m| m.parse().ok())
         .unwrap_or(1);
     let profile = std::env::var_os("JAM_BENCH_PROFILE").is_some();
+    println!(
+        "waiting between blocks by {}",
+        if std::env::var("JAM_BENCH_WAIT").is_ok_and(|w| w == "spin") {
+            "spinning (JAM_BENCH_WAIT=spin)"
+        } else {
+            "sleeping"
+        }
+    );
     for monitor in [true, false] {
         let mut rig = Rig::new(monitor);
         let new_hist =
@@ -232,7 +260,7 @@ fn bench(c: &mut Criterion) {
             }
             let synth_ns = (rig.synth_time.as_nanos() as u64).max(1);
             synth.record(synth_ns).unwrap();
-            fixed.record(fixed_work_after_sleep()).unwrap();
+            fixed.record(fixed_work_after_wait()).unwrap();
             let events = rig.out.as_slice();
             rows.push(BlockRow {
                 ns,
@@ -254,7 +282,7 @@ fn bench(c: &mut Criterion) {
                 "the monitor synth alone (a second synth fed the same events)",
                 &synth,
             ),
-            ("a fixed computation after the same 1.5 ms sleep", &fixed),
+            ("a fixed computation after the same 1.5 ms wait", &fixed),
         ] {
             println!(
                 "monitor {on_off}, {what}: p50 {:.2} µs, p99 {:.2} µs, p99.9 {:.2} µs, max {:.2} µs",
