@@ -1,7 +1,8 @@
 //! Small byte codec shared by the header, the records and the agent
 //! metadata: big-endian integers, LEB128 varints and length-prefixed byte
-//! strings. Decoding never panics; it reports "ran out of bytes" apart from
-//! "bytes are there but wrong".
+//! strings. Writing is [`jam_core::bytes::ByteWriter`]'s; decoding is here
+//! and never panics; it reports "ran out of bytes" apart from "bytes are
+//! there but wrong", and refuses varints that are not minimally encoded.
 
 /// Why bytes could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -14,76 +15,8 @@ pub(crate) enum CodecError {
     Invalid(&'static str),
 }
 
-/// Appends encoded values to a byte vector.
-#[derive(Debug, Default)]
-pub(crate) struct Enc {
-    pub(crate) buf: Vec<u8>,
-}
-
-impl Enc {
-    pub(crate) fn new() -> Self {
-        Enc { buf: Vec::new() }
-    }
-
-    pub(crate) fn u8(&mut self, v: u8) -> &mut Self {
-        self.buf.push(v);
-        self
-    }
-
-    pub(crate) fn u16(&mut self, v: u16) -> &mut Self {
-        self.buf.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-
-    pub(crate) fn u32(&mut self, v: u32) -> &mut Self {
-        self.buf.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-
-    pub(crate) fn u64(&mut self, v: u64) -> &mut Self {
-        self.buf.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-
-    pub(crate) fn raw(&mut self, b: &[u8]) -> &mut Self {
-        self.buf.extend_from_slice(b);
-        self
-    }
-
-    /// Unsigned LEB128.
-    pub(crate) fn var(&mut self, mut v: u64) -> &mut Self {
-        loop {
-            let byte = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                self.buf.push(byte);
-                return self;
-            }
-            self.buf.push(byte | 0x80);
-        }
-    }
-
-    /// Signed values as zigzag LEB128.
-    pub(crate) fn svar(&mut self, v: i64) -> &mut Self {
-        self.var(((v << 1) ^ (v >> 63)) as u64)
-    }
-
-    /// A varint length, then the bytes.
-    pub(crate) fn bytes(&mut self, b: &[u8]) -> &mut Self {
-        self.var(b.len() as u64);
-        self.raw(b)
-    }
-
-    pub(crate) fn str(&mut self, s: &str) -> &mut Self {
-        self.bytes(s.as_bytes())
-    }
-}
-
-/// The encoded length of `v` as an unsigned LEB128 varint.
-pub(crate) fn var_len(v: u64) -> usize {
-    let bits = 64 - v.leading_zeros() as usize;
-    bits.div_ceil(7).max(1)
-}
+/// The writer is jam-core's, shared with the player-model formats.
+pub(crate) use jam_core::bytes::{ByteWriter as Enc, var_len};
 
 /// Reads encoded values from a byte slice.
 #[derive(Debug, Clone)]

@@ -35,7 +35,10 @@
 //! `--capture FILE.scp` hands the engine worker a [`Recording`]: every
 //! event sent and received goes into a sealed capture for the `--to`
 //! recipients (default: the public key of `--key`), finished when the
-//! session ends; the session document's changes go into it too.
+//! session ends; the session document's changes go into it too. A write
+//! error (a full disk) stops the capture, not the session: it is printed on
+//! stderr when it happens, the chunks written before it stay readable, and
+//! the exit status is 1 with the error once the session has ended.
 //!
 //! Through the engine, two things differ from a bare transport participant,
 //! and the printed fields keep their meaning as follows:
@@ -347,7 +350,12 @@ pub(crate) fn run(args: Args) -> Result<()> {
             s.stats.midi_events,
             s.stats.records
         ),
-        Some(Ok(Some(Err(e)))) => return Err(e.into()),
+        Some(Ok(Some(Err(e)))) => {
+            return Err(anyhow::Error::new(e).context(
+                "the capture ended early; the events written before it are kept \
+                 (`jam capture repair` closes the file)",
+            ));
+        }
         Some(Ok(None)) | Some(Err(_)) => bail!("the capture was not finished"),
         None => {}
     }
@@ -570,8 +578,18 @@ impl SessionWatcher {
     fn run(mut self) -> Result<()> {
         let mut printed = std::collections::BTreeSet::new();
         let mut engine_bpm = None;
+        let mut capture_error = None;
         while !self.done.load(Ordering::Relaxed) {
             std::thread::sleep(SESSION_POLL);
+            // A capture a write error ended (a full disk): said once, as it
+            // happens; the session goes on.
+            let error = self.control.capture_status().error;
+            if let Some(e) = &error
+                && error != capture_error
+            {
+                eprintln!("jam peer {}: {e}", self.name);
+                capture_error = error;
+            }
             let view = self.control.session();
             if let Some(bpm) = self.tempo
                 && view.present

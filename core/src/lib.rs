@@ -25,11 +25,15 @@
 //! ([`SessionTime`], the shared time axis, and [`SessionClock`], which maps a
 //! peer's local clock onto it).
 //!
+//! [`bytes::ByteWriter`] writes the project's binary file formats (one
+//! layout for every integer, varint and byte string).
+//!
 //! Not here: protocol codecs (`jam-transport`), the tempo timeline's storage
 //! and conflict resolution (`jam-session-crdt`), anything that touches
 //! sockets, files or threads.
 
 pub mod beats;
+pub mod bytes;
 pub mod clock;
 pub mod midi;
 pub mod mode;

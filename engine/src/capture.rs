@@ -31,7 +31,8 @@
 //! audio thread only stores the switch in an atomic, and the worker, at its
 //! next tick, starts a capture in the folder of the [`CaptureTarget`]
 //! ([`crate::EngineControl::set_capture_target`]) named by the UTC date and
-//! time and the session ([`capture_file_name`], never an existing file:
+//! time and the session's name or address ([`CaptureTarget::label`],
+//! [`capture_file_name`], never an existing file:
 //! `_2`, `_3`, ... is added), sealed to the owner of the target's key file
 //! ([`Recording::create_in`]). When the switch goes off, the worker
 //! finishes it. A capture that cannot start (no key file, no folder, a
@@ -106,8 +107,26 @@ pub struct CaptureTarget {
     pub key_file: Option<PathBuf>,
     /// The recording participant's display name.
     pub recorder_name: String,
-    /// The session, for the file name (its address, or any label).
+    /// The session's address (or any label), for the file name when
+    /// nothing names the session (see [`CaptureTarget::label`]).
     pub session: String,
+    /// The session's name as the host knows it (a `jamd` session's name),
+    /// for the file name before all else.
+    pub session_name: Option<String>,
+}
+
+impl CaptureTarget {
+    /// What a capture's file name carries of the session: the name the
+    /// host gave ([`CaptureTarget::session_name`]), else the name in the
+    /// session document (`document_name`), else the address
+    /// ([`CaptureTarget::session`]); blank names do not count.
+    pub fn label<'a>(&'a self, document_name: Option<&'a str>) -> &'a str {
+        [self.session_name.as_deref(), document_name]
+            .into_iter()
+            .flatten()
+            .find(|n| !n.trim().is_empty())
+            .unwrap_or(&self.session)
+    }
 }
 
 /// The capture as the worker last saw it, for the user interface.
@@ -218,17 +237,17 @@ pub struct Recording {
     recorder: PeerId,
 }
 
-/// Writing, or ended early by a write error.
+/// Writing, or ended early by a write error (with the counts it had).
 enum State {
     Writing(Box<CaptureWriter<File>>),
-    Failed(CaptureError),
+    Failed(CaptureError, CaptureStats),
 }
 
 impl std::fmt::Debug for Recording {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Recording")
             .field("path", &self.path)
-            .field("failed", &matches!(self.state, State::Failed(_)))
+            .field("failed", &self.failed())
             .finish_non_exhaustive()
     }
 }
@@ -292,11 +311,14 @@ impl Recording {
     }
 
     /// Starts a capture in `target`'s folder (made if missing) under a new
-    /// [`capture_file_name`] for the current date and time, sealed to the
-    /// owner of `target`'s key file. `recorder` and `tempo_bpm` go into the
-    /// first record as in [`Recording::create`].
+    /// [`capture_file_name`] for the current date and time and the
+    /// session's [`CaptureTarget::label`] (`document_name`: the session
+    /// document's name, if one is known), sealed to the owner of `target`'s
+    /// key file. `recorder` and `tempo_bpm` go into the first record as in
+    /// [`Recording::create`].
     pub fn create_in<G: rand_core::CryptoRng + ?Sized>(
         target: &CaptureTarget,
+        document_name: Option<&str>,
         recorder: PeerId,
         tempo_bpm: f64,
         clock: MonotonicClock,
@@ -321,7 +343,8 @@ impl Recording {
         };
         let mut attempt = 1;
         loop {
-            let path = folder.join(capture_file_name(unix_secs, &target.session, attempt));
+            let label = target.label(document_name);
+            let path = folder.join(capture_file_name(unix_secs, label, attempt));
             match Recording::create(&path, &[owner], start.clone(), clock, rng) {
                 Err(RecordingError::Create { source, .. })
                     if source.kind() == std::io::ErrorKind::AlreadyExists
@@ -337,7 +360,21 @@ impl Recording {
     /// True once a write error has ended the recording (nothing more is
     /// appended; [`Recording::finish`] reports the error).
     pub fn failed(&self) -> bool {
-        matches!(self.state, State::Failed(_))
+        matches!(self.state, State::Failed(..))
+    }
+
+    /// Why a write error ended the recording, for the user interface: the
+    /// error [`Recording::finish`] will report, and that the chunks written
+    /// before it are kept.
+    pub fn failure(&self) -> Option<String> {
+        let State::Failed(e, _) = &self.state else {
+            return None;
+        };
+        Some(format!(
+            "capture {} stopped: {e}; what was written before is kept \
+             (`jam capture replay` reads it, `jam capture repair` closes the file)",
+            self.path.display()
+        ))
     }
 
     /// The clock every record's time is on.
@@ -350,11 +387,12 @@ impl Recording {
         &self.path
     }
 
-    /// Counts so far (zero after a write error ended the recording).
+    /// Counts so far; after a write error, the counts when it happened
+    /// (records appended, of which the last chunk's did not reach the file).
     pub fn stats(&self) -> CaptureStats {
         match &self.state {
             State::Writing(w) => w.stats().clone(),
-            State::Failed(_) => CaptureStats::default(),
+            State::Failed(_, stats) => stats.clone(),
         }
     }
 
@@ -367,8 +405,12 @@ impl Recording {
         };
         if let Err(e) = f(w) {
             tracing::error!(path = %self.path.display(), "capture stopped: {e}");
-            // Keep what is written; append nothing after a failed write.
-            self.state = State::Failed(e);
+            // Keep what is written: hand the complete chunks to the disk if
+            // it still takes them (a full disk may refuse), and append
+            // nothing after a failed write. The file closes here.
+            let _ = w.get_ref().sync_data();
+            let stats = w.stats().clone();
+            self.state = State::Failed(e, stats);
         }
     }
 
@@ -429,7 +471,7 @@ impl Recording {
         let path = self.path;
         let w = match self.state {
             State::Writing(w) => w,
-            State::Failed(source) => return Err(RecordingError::Write { path, source }),
+            State::Failed(source, _) => return Err(RecordingError::Write { path, source }),
         };
         let stats = w.stats().clone();
         let file = w
@@ -463,6 +505,25 @@ mod tests {
 
     fn check(unix_secs: i64, session: &str, attempt: u32, expected: &str) {
         assert_eq!(capture_file_name(unix_secs, session, attempt), expected);
+    }
+
+    #[test]
+    fn captures_are_named_after_the_session_name_before_its_address() {
+        let mut t = CaptureTarget {
+            session: "127.0.0.1:5004".into(),
+            ..CaptureTarget::default()
+        };
+        assert_eq!(t.label(None), "127.0.0.1:5004");
+        assert_eq!(t.label(Some(" ")), "127.0.0.1:5004");
+        assert_eq!(t.label(Some("bob's session")), "bob's session");
+        t.session_name = Some(String::new());
+        assert_eq!(t.label(Some("bob's session")), "bob's session");
+        t.session_name = Some("friday night".into());
+        assert_eq!(t.label(Some("bob's session")), "friday night");
+        assert_eq!(
+            capture_file_name(0, t.label(None), 1),
+            "1970-01-01_000000_friday-night.scp"
+        );
     }
 
     #[test]

@@ -673,6 +673,13 @@ impl WorkerSession {
         })
     }
 
+    /// The session's name in the document, once it holds one (not blank).
+    pub fn name(&self) -> Option<String> {
+        let state = self.sync.as_ref()?.doc().state()?;
+        let name = state.info.name.trim();
+        (!name.is_empty()).then(|| name.to_string())
+    }
+
     /// The view for the user interface.
     pub fn view(&self, engine_bpm: Option<f64>) -> SessionView {
         let mut v = SessionView {

@@ -576,10 +576,16 @@ impl EngineWorker {
             (true, Switch::Off) => {
                 let tempo = self.timeline.bpm();
                 let mut rng = rand_core::UnwrapErr(rand::rngs::SysRng);
+                let document_name = self.session.as_ref().and_then(|s| s.session.name());
                 let created = match &self.capture_target {
-                    Some((target, clock)) => {
-                        Recording::create_in(target, self.local_peer, tempo, *clock, &mut rng)
-                    }
+                    Some((target, clock)) => Recording::create_in(
+                        target,
+                        document_name.as_deref(),
+                        self.local_peer,
+                        tempo,
+                        *clock,
+                        &mut rng,
+                    ),
                     None => Err(RecordingError::NoFolder),
                 };
                 match created {
@@ -601,17 +607,33 @@ impl EngineWorker {
             }
             (false, Switch::Held) => self.switch = Switch::Off,
             (true, Switch::Recording) if self.recording.as_ref().is_some_and(Recording::failed) => {
-                // A write error (a full disk) ended it: close what is written.
+                // A write error (a full disk) ended it: close what is written
+                // and say so.
+                let why = self.recording.as_ref().and_then(Recording::failure);
                 self.end_capture();
+                self.capture_status().error = why;
                 self.switch = Switch::Held;
             }
             _ => {}
         }
         if let Some(r) = &self.recording {
+            let failure = r.failure();
             let events = r.stats().midi_events;
             let mut status = self.capture_status();
-            status.recording = true;
-            status.events = events;
+            match failure {
+                None => {
+                    status.recording = true;
+                    status.events = events;
+                }
+                // A capture started by a command stays until it is finished
+                // (its finisher gets the error); the status says it stopped.
+                Some(why) => {
+                    status.recording = false;
+                    if status.error.is_none() {
+                        status.error = Some(why);
+                    }
+                }
+            }
         }
     }
 

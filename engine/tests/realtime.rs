@@ -168,6 +168,7 @@ fn ten_simulated_minutes_with_eight_peers_never_allocate_or_block() {
             key_file: Some(key),
             recorder_name: "rt".into(),
             session: "realtime".into(),
+            session_name: None,
         },
         jam_core::MonotonicClock::new(),
     );

@@ -345,11 +345,14 @@ pub fn agent_source(params: &JamParams) -> Option<jam_engine::AgentSource> {
 // --- Capture (recording) ---------------------------------------------------
 
 /// Where the record switch writes: the `capture-folder` field, sealed to the
-/// owner of the key file, named after the session address (or `local`).
+/// owner of the key file, named after the session: the `jamd` session's
+/// name when a server is set, else the session document's name, else the
+/// session address (or `local`).
 pub fn capture_target(params: &JamParams) -> CaptureTarget {
     let folder = read_field(&params.capture_folder);
     let session = read_field(&params.session);
     CaptureTarget {
+        session_name: server::saved_target(params).map(|(_, name, _)| name),
         folder: (!folder.trim().is_empty()).then(|| PathBuf::from(folder.trim())),
         key_file: key_file(params),
         recorder_name: display_name(params),
@@ -589,3 +592,28 @@ impl Vst3Plugin for JamPlugin {
 
 nice_export_clap!(JamPlugin);
 nice_export_vst3!(JamPlugin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_are_named_after_the_jamd_session_else_the_address() {
+        let p = JamParams::default();
+        assert_eq!(capture_target(&p).session, "local");
+        assert_eq!(capture_target(&p).session_name, None);
+        write_field(&p.session, " 127.0.0.1:5004 ");
+        let t = capture_target(&p);
+        assert_eq!(
+            (t.session.as_str(), t.session_name),
+            ("127.0.0.1:5004", None)
+        );
+        // A jamd session's name counts once a server is set too.
+        write_field(&p.server_session, "friday night");
+        assert_eq!(capture_target(&p).session_name, None);
+        write_field(&p.server, "http://jam.example:8080");
+        let t = capture_target(&p);
+        assert_eq!(t.session_name.as_deref(), Some("friday night"));
+        assert_eq!(t.label(Some("ana's session")), "friday night");
+    }
+}

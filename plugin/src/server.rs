@@ -165,6 +165,8 @@ pub fn join(params: &JamParams, control: &EngineControl, link: &Arc<EditorLink>,
     let Some((url, session, user)) = saved_target(params) else {
         return fail("type the server's URL and the session's name".into());
     };
+    // Captures are named after the session.
+    crate::update_capture_target(params, control);
     let Some(key) = key_file(params) else {
         return fail(
             "choose a key file: it is this device's identity (jam keys new makes one)".into(),

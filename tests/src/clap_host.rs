@@ -110,6 +110,37 @@ pub fn push_note(input: &mut EventBuffer, time: u32, key: i16, on: bool, velocit
     }
 }
 
+/// Velocity (MIDI) of the notes `jam-clap-host --play` plays.
+pub const PLAY_VELOCITY: u8 = 100;
+/// Seconds from one note `jam-clap-host --play` plays to the next.
+pub const PLAY_EVERY_S: f64 = 0.5;
+/// Seconds each note `jam-clap-host --play` plays lasts.
+pub const PLAY_LENGTH_S: f64 = 0.25;
+
+/// The MIDI messages `jam-clap-host --play KEYS` plays into the plugin, as
+/// a peer receives them: each key on (channel 1, [`PLAY_VELOCITY`]), then
+/// off (velocity 0).
+pub fn play_messages(keys: &[u8]) -> Vec<Vec<u8>> {
+    keys.iter()
+        .flat_map(|&k| [vec![0x90, k, PLAY_VELOCITY], vec![0x80, k, 0]])
+        .collect()
+}
+
+/// Checks the receive times (microseconds) of [`play_messages`], on and
+/// off in turn: the note-ons are [`PLAY_EVERY_S`] apart, within 25 ms of
+/// polling and scheduling jitter.
+pub fn assert_play_spacing(t_us: &[i64]) {
+    let every = (PLAY_EVERY_S * 1e6) as i64;
+    let ons: Vec<i64> = t_us.iter().copied().step_by(2).collect();
+    for pair in ons.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            (gap - every).abs() <= 25_000,
+            "note-ons {gap} µs apart, played {every} µs apart: {t_us:?}"
+        );
+    }
+}
+
 /// A note the plugin sent out in a block.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NoteOut {

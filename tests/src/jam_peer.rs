@@ -29,7 +29,12 @@ impl JamPeer {
     /// [`JamPeer::start`] with the `jam` binary at `jam` (the jam-cli
     /// crate's own tests run the binary cargo built for them).
     pub fn start_bin(jam: &Path, name: &str, listen: &str, extra: &[&str]) -> JamPeer {
-        let mut cmd = Command::new(jam);
+        JamPeer::start_command(Command::new(jam), name, listen, extra)
+    }
+
+    /// [`JamPeer::start`] with `jam` as `cmd`: the binary, or a wrapper
+    /// that runs it (as [`crate::small_disk::SmallDisk::command`] does).
+    pub fn start_command(mut cmd: Command, name: &str, listen: &str, extra: &[&str]) -> JamPeer {
         cmd.args(["peer", "--name", name, "--listen", listen, "--print"])
             .args(extra);
         let mut proc = JsonChild::spawn(&format!("jam peer {name}"), &mut cmd);

@@ -18,7 +18,9 @@
 //!   test runner, run once as a test, or measuring);
 //! - [`tshark`]: live captures on `lo` and reading them back through
 //!   tshark's AppleMIDI and RTP-MIDI dissectors;
-//! - [`smf`]: writing Standard MIDI Files for `jam peer --play`.
+//! - [`smf`]: writing Standard MIDI Files for `jam peer --play`;
+//! - [`small_disk`]: a program run with a small tmpfs of its own (a full
+//!   disk, for real).
 //!
 //! The rule these helpers enforce: a test that needs a system tool (tshark, a
 //! Python package from the project's venv, PostgreSQL, Chromium) says so
@@ -43,6 +45,7 @@ pub mod jamd;
 pub mod keys;
 pub mod process;
 pub mod pymidi;
+pub mod small_disk;
 pub mod smf;
 pub mod tshark;
 

@@ -2,6 +2,9 @@
 //! each other, one records, and the real `jam capture` commands read the
 //! capture back: every note it sent and received, with the right
 //! participant and direction; a key it was not sealed for cannot open it.
+//! On a full disk (a real, small tmpfs) the capture stops with a clear
+//! error while the session plays on, and what was written before is read
+//! back.
 
 use jam_core::ShortMessage;
 use jam_tests::jam_peer::{self, JamPeer};
@@ -33,9 +36,19 @@ fn new_key(path: &Path) -> String {
 
 /// Notes `base..base+n`, each on then off, `gap_ms` apart (1 tick = 1 ms).
 fn song(path: &Path, channel: u8, base: u8, n: u8, gap_ms: u32) -> Vec<Vec<u8>> {
+    song_of(path, channel, (base..base + n).map(|k| (k, 90)), gap_ms)
+}
+
+/// The notes `(key, velocity)`, each on then off, `gap_ms` apart.
+fn song_of(
+    path: &Path,
+    channel: u8,
+    notes: impl Iterator<Item = (u8, u8)>,
+    gap_ms: u32,
+) -> Vec<Vec<u8>> {
     let mut msgs = Vec::new();
-    for k in base..base + n {
-        msgs.push(ShortMessage::note_on(channel, k, 90).as_slice().to_vec());
+    for (k, v) in notes {
+        msgs.push(ShortMessage::note_on(channel, k, v).as_slice().to_vec());
         msgs.push(ShortMessage::note_off(channel, k, 0).as_slice().to_vec());
     }
     let timed: Vec<(u32, Vec<u8>)> = msgs
@@ -45,6 +58,15 @@ fn song(path: &Path, channel: u8, base: u8, n: u8, gap_ms: u32) -> Vec<Vec<u8>> 
         .collect();
     jam_tests::smf::write(path, 500, 500_000, &timed);
     msgs
+}
+
+/// `jam peer` alice inviting `invite` and playing `song` for `secs`.
+fn alice_playing(invite: &str, song: &Path, secs: &str) -> JamPeer {
+    JamPeer::start(
+        "alice",
+        "127.0.0.1:0",
+        &["--invite", invite, "--play", s(song), "--duration", secs],
+    )
 }
 
 fn hex(b: &[u8]) -> String {
@@ -83,18 +105,7 @@ fn jam_peer_capture_records_what_it_sends_and_receives() {
         ],
     );
     let invite = bob.control().to_string();
-    let alice = JamPeer::start(
-        "alice",
-        "127.0.0.1:0",
-        &[
-            "--invite",
-            &invite,
-            "--play",
-            s(&alice_song),
-            "--duration",
-            "4",
-        ],
-    );
+    let alice = alice_playing(&invite, &alice_song, "4");
     let (status, alice_printed) = alice.wait(LIMIT);
     assert!(status.success(), "alice exited with {status}");
     let (status, bob_printed) = bob.wait(LIMIT);
@@ -262,4 +273,141 @@ fn jam_peer_capture_is_finished_on_ctrl_c_and_refuses_to_replace_a_file() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// `count` notes, keys 36 to 83 round and round, the velocity counting the
+/// rounds, so that each note says where in the song it is.
+fn long_notes(count: usize) -> impl Iterator<Item = (u8, u8)> {
+    (0..count).map(|i| (36 + (i % 48) as u8, 1 + (i / 48 % 126) as u8))
+}
+
+/// The `bytes` of the replayed MIDI records in `direction` (not recovered
+/// by the journal), checked to be `who`'s.
+fn replayed(records: &[Value], direction: &str, who: impl Fn(&str) -> bool) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r["kind"] == "midi" && r["direction"] == direction)
+        .filter(|r| r["recovered"] == false)
+        .inspect(|r| assert!(who(r["participant"].as_str().unwrap()), "{r}"))
+        .map(|r| r["bytes"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_full_disk_stops_the_capture_not_the_session_and_keeps_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    // 8 KiB: a few seconds of this session's records.
+    let Some(disk) = jam_tests::small_disk::SmallDisk::new(dir.path(), 8) else {
+        return;
+    };
+    let key = dir.path().join("bob.key");
+    new_key(&key);
+    let alice_song = dir.path().join("alice.mid");
+    let bob_song = dir.path().join("bob.mid");
+    // 8 s of notes each way: far more than the disk holds.
+    let alice_msgs = song_of(&alice_song, 0, long_notes(100), 40);
+    let bob_msgs = song_of(&bob_song, 1, long_notes(200), 20);
+    let capture = disk.mount().join("bob.scp");
+
+    let bob = JamPeer::start_command(
+        disk.command(&jam_tests::workspace_bin("jam-cli", "jam")),
+        "bob",
+        "127.0.0.1:0",
+        &[
+            "--play",
+            s(&bob_song),
+            "--capture",
+            s(&capture),
+            "--key",
+            s(&key),
+            "--duration",
+            "13",
+        ],
+    );
+    let invite = bob.control().to_string();
+    let alice = alice_playing(&invite, &alice_song, "12");
+    let (status, alice_printed) = alice.wait(LIMIT);
+    assert!(status.success(), "alice exited with {status}");
+    let bob = bob.finish(LIMIT);
+    let stderr = bob.stderr.join("\n");
+
+    // The session went on to the end both ways: bob's engine kept playing
+    // and receiving after his capture stopped.
+    assert_eq!(
+        jam_peer::played(&bob.lines, "alice"),
+        alice_msgs,
+        "{stderr}"
+    );
+    assert_eq!(
+        jam_peer::played(&alice_printed, "bob"),
+        bob_msgs,
+        "{stderr}"
+    );
+    // Said when it happened, and again as the exit status.
+    assert!(
+        stderr.contains("jam peer bob: capture ")
+            && stderr.contains("stopped: ")
+            && stderr.contains("No space left on device"),
+        "{stderr}"
+    );
+    assert_eq!(bob.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("jam: error: the capture ended early"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // What was written before the disk filled reads back: replay gives
+    // every complete chunk's records, then says where the file ends.
+    let kept = disk.kept().join("bob.scp");
+    let out = jam(&["capture", "replay", "--json", s(&kept), "--key", s(&key)]);
+    assert!(!out.status.success(), "a cut file is not a whole one");
+    let err = text(&out.stderr);
+    assert!(err.contains("truncated after"), "{err}");
+    let records: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(records[0]["kind"], "session-start", "{}", records[0]);
+    let recorder = records[0]["recorder"].as_str().unwrap().to_string();
+    let hexed = |m: &[Vec<u8>]| -> Vec<String> { m.iter().map(|m| hex(m)).collect() };
+    // Bob's own notes: the first ones he played, in order, and not all.
+    let sent = replayed(&records, "out", |p| p == recorder);
+    let played = hexed(&bob_msgs);
+    assert!(!sent.is_empty(), "nothing was kept: {err}");
+    assert!(sent.len() < played.len(), "the disk never filled");
+    assert_eq!(sent, played[..sent.len()], "bob's notes, as played");
+    // Alice's: the first ones she played, in order.
+    let received = replayed(&records, "in", |p| p != recorder);
+    let played = hexed(&alice_msgs);
+    assert!(received.len() < played.len(), "the disk never filled");
+    assert_eq!(received, played[..received.len()], "alice's notes");
+
+    // Repair closes it with the same records.
+    let repaired = dir.path().join("repaired.scp");
+    let out = jam(&[
+        "capture",
+        "repair",
+        s(&kept),
+        "-o",
+        s(&repaired),
+        "--key",
+        s(&key),
+    ]);
+    assert!(out.status.success(), "repair: {}", text(&out.stderr));
+    let out = jam(&[
+        "capture",
+        "replay",
+        "--json",
+        s(&repaired),
+        "--key",
+        s(&key),
+    ]);
+    assert!(out.status.success(), "replay: {}", text(&out.stderr));
+    let again: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(replayed(&again, "out", |_| true), sent);
+    assert_eq!(replayed(&again, "in", |_| true), received);
 }

@@ -1,59 +1,11 @@
 //! Byte encoding shared by the model formats: big-endian fixed integers,
-//! LEB128 variable integers, and a reader that says where and why bytes
-//! are bad instead of panicking.
+//! LEB128 variable integers (written by [`jam_core::bytes::ByteWriter`]),
+//! and a reader that says where and why bytes are bad instead of panicking.
 
 use super::ModelError;
 
-/// Appends encoded values to a buffer.
-#[derive(Debug, Default)]
-pub(crate) struct Enc {
-    pub(crate) buf: Vec<u8>,
-}
-
-impl Enc {
-    pub(crate) fn u8(&mut self, v: u8) -> &mut Self {
-        self.buf.push(v);
-        self
-    }
-
-    pub(crate) fn u16(&mut self, v: u16) -> &mut Self {
-        self.buf.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-
-    pub(crate) fn u32(&mut self, v: u32) -> &mut Self {
-        self.buf.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-
-    pub(crate) fn u128(&mut self, v: u128) -> &mut Self {
-        self.buf.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-
-    pub(crate) fn f32(&mut self, v: f32) -> &mut Self {
-        self.buf.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-
-    pub(crate) fn var(&mut self, mut v: u64) -> &mut Self {
-        loop {
-            let byte = (v & 0x7F) as u8;
-            v >>= 7;
-            if v == 0 {
-                self.buf.push(byte);
-                return self;
-            }
-            self.buf.push(byte | 0x80);
-        }
-    }
-
-    pub(crate) fn bytes(&mut self, b: &[u8]) -> &mut Self {
-        self.var(b.len() as u64);
-        self.buf.extend_from_slice(b);
-        self
-    }
-}
+/// The writer is jam-core's, shared with the capture formats.
+pub(crate) use jam_core::bytes::ByteWriter as Enc;
 
 /// Reads encoded values; every failure names the offset.
 #[derive(Debug)]

@@ -441,8 +441,8 @@ impl MarkovModel {
             })
             .u8(u8::from(c.views_first))
             .u8(u8::from(c.use_stm))
-            .f32(c.bias)
-            .f32(c.ltm_stm_bias);
+            .f32_le(c.bias)
+            .f32_le(c.ltm_stm_bias);
         for p in [&c.ltm, &c.stm] {
             e.u8(p.order as u8)
                 .u8(match p.escape {

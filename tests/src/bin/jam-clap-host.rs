@@ -35,7 +35,9 @@
 use anyhow::{Context, Result, bail};
 use clack_extensions::state::PluginState;
 use clack_host::prelude::*;
-use jam_tests::clap_host::{Host, Instance, push_note, push_param, transport};
+use jam_tests::clap_host::{
+    Host, Instance, PLAY_EVERY_S, PLAY_LENGTH_S, PLAY_VELOCITY, push_note, push_param, transport,
+};
 use serde_json::{Value, json};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -269,9 +271,9 @@ fn run() -> Result<()> {
     // Notes to play, as absolute (sample, key, on).
     let mut to_play: Vec<(u64, i16, bool)> = Vec::new();
     for (i, &key) in args.play.iter().enumerate() {
-        let on = ((args.play_at + 0.5 * i as f64) * RATE) as u64;
+        let on = ((args.play_at + PLAY_EVERY_S * i as f64) * RATE) as u64;
         to_play.push((on, key, true));
-        to_play.push((on + (0.25 * RATE) as u64, key, false));
+        to_play.push((on + (PLAY_LENGTH_S * RATE) as u64, key, false));
     }
     to_play.sort();
 
@@ -313,7 +315,11 @@ fn run() -> Result<()> {
                 break;
             }
             let time = at.saturating_sub(first) as u32;
-            let velocity = if on { 100.0 / 127.0 } else { 0.0 };
+            let velocity = if on {
+                f64::from(PLAY_VELOCITY) / 127.0
+            } else {
+                0.0
+            };
             push_note(&mut input, time, key, on, velocity);
             next += 1;
         }
