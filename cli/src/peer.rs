@@ -30,7 +30,9 @@
 //! (`crate::peer_server`): the same engine runs the relay peer, which
 //! reaches members directly where it can and through the relay otherwise,
 //! every packet end-to-end encrypted; the song then waits until a session
-//! with every member online at the join is up.
+//! with every member online at the join is up. The session document rides
+//! the relay peer's participant like the MIDI, so `--tempo` and the printed
+//! session lines work the same way.
 //!
 //! `--capture FILE.scp` hands the engine worker a [`Recording`]: every
 //! event sent and received goes into a sealed capture for the `--to`
@@ -123,7 +125,7 @@ pub(crate) struct Args {
     #[arg(long, help = crate::util::KEY_HELP)]
     key: Option<PathBuf>,
     /// Propose this tempo (BPM) to the session, from the next bar on, once
-    /// a session is up (direct sessions only).
+    /// a session is up (direct or through jamd).
     #[arg(long, value_name = "BPM")]
     tempo: Option<f64>,
     #[command(flatten)]
@@ -186,9 +188,6 @@ pub(crate) fn run(args: Args) -> Result<()> {
         && !(10.0..=999.0).contains(&t)
     {
         bail!("--tempo must be from 10 to 999 BPM, got {t}");
-    }
-    if args.server.server().is_some() && args.tempo.is_some() {
-        bail!("--tempo works in direct sessions only (not with --server yet)");
     }
     let recipients = match &args.capture {
         Some(_) if args.to.is_empty() => {

@@ -7,6 +7,7 @@
 //! turns malformed or oversized bodies into the same error shape.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Request, State};
@@ -890,16 +891,51 @@ async fn join_session(
     }))
 }
 
+/// Who may see a session's members (their keys and addresses): its
+/// members, its owner and administrators.
+async fn may_list_members(state: &AppState, s: &SessionRow, u: &db::User) -> Result<(), ApiError> {
+    if state.db.member_id(&s.id, &u.id).await?.is_none() && s.owner_id != u.id && !u.is_admin {
+        return Err(ApiError::Forbidden("not a member of this session"));
+    }
+    Ok(())
+}
+
 async fn list_members(
     State(state): State<AppState>,
     AuthUser(u): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<MemberView>>, ApiError> {
     let s = session_by_id(&state, &id).await?;
-    if state.db.member_id(&s.id, &u.id).await?.is_none() && s.owner_id != u.id && !u.is_admin {
-        return Err(ApiError::Forbidden("not a member of this session"));
-    }
+    may_list_members(&state, &s, &u).await?;
     Ok(Json(member_views(&state, &s.id).await?))
+}
+
+/// `GET /api/sessions/{id}/members/events`: server-sent events named
+/// `members`, each carrying the member list exactly as
+/// `GET /api/sessions/{id}/members` returns it; the first at once, then one
+/// whenever the list changes (a join, a leave, a member going on- or
+/// offline on the relay, new addresses). Authorised like the list, and
+/// again at every change: the stream ends when the caller may no longer
+/// see the members (left, session deleted).
+async fn member_events(
+    State(state): State<AppState>,
+    AuthUser(u): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let s = session_by_id(&state, &id).await?;
+    may_list_members(&state, &s, &u).await?;
+    let signal = state.dashboard.generation.subscribe();
+    let st = state.clone();
+    let render = move |_generation: u64| {
+        let (state, id, u) = (st.clone(), s.id.clone(), u.clone());
+        async move {
+            let s = state.db.session(&id).await.ok()??;
+            may_list_members(&state, &s, &u).await.ok()?;
+            let views = member_views(&state, &s.id).await.ok()?;
+            serde_json::to_string(&views).ok().map(Arc::from)
+        }
+    };
+    Ok(crate::dashboard::event_stream(&state, signal, "members", render).into_response())
 }
 
 async fn leave_session(
@@ -984,6 +1020,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
         )
         .route("/api/sessions/{id}/join", routing::post(join_session))
         .route("/api/sessions/{id}/members", routing::get(list_members))
+        .route(
+            "/api/sessions/{id}/members/events",
+            routing::get(member_events),
+        )
         .route("/api/sessions/{id}/leave", routing::post(leave_session))
         .route("/api/{*rest}", routing::any(not_found))
         .layer(json_limit)

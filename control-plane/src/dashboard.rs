@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,9 @@ pub struct Dashboard {
     pub public: watch::Sender<Arc<str>>,
     /// JSON of the administrators' view.
     pub admin: watch::Sender<Arc<str>>,
+    /// Counts changes to memberships and presence (joins, leaves, relay
+    /// hellos and goodbyes, reported addresses): member streams wake on it.
+    pub generation: watch::Sender<u64>,
 }
 
 impl Default for Dashboard {
@@ -45,6 +49,7 @@ impl Default for Dashboard {
             changed: Notify::new(),
             public: watch::channel(Arc::from("{}")).0,
             admin: watch::channel(Arc::from("{}")).0,
+            generation: watch::channel(0).0,
         }
     }
 }
@@ -240,26 +245,52 @@ fn channel_for(state: &AppState, user: &Option<db::User>) -> watch::Receiver<Arc
     }
 }
 
+/// A server-sent-events response of `event` messages: whenever `signal`
+/// changes (and once at the start), `render` gets its value and returns the
+/// message's data; data equal to the last message sent is skipped, and
+/// `None` ends the stream (so does the server's shutdown). A comment every
+/// 15 s keeps idle connections open and lets clients notice a dead server.
+pub(crate) fn event_stream<T, F, Fut>(
+    state: &AppState,
+    mut signal: watch::Receiver<T>,
+    event: &'static str,
+    render: F,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<T, F, Fut>>
+where
+    T: Clone + Send + Sync + 'static,
+    F: FnMut(T) -> Fut + Send + 'static,
+    Fut: Future<Output = Option<Arc<str>>> + Send,
+{
+    signal.mark_changed();
+    let start = (signal, state.shutdown.clone(), render, None::<Arc<str>>);
+    let stream = futures_util::stream::unfold(
+        start,
+        move |(mut signal, mut shutdown, mut render, mut last)| async move {
+            loop {
+                tokio::select! {
+                    r = signal.changed() => r.ok()?,
+                    _ = shutdown.changed() => return None,
+                }
+                let value = signal.borrow_and_update().clone();
+                let data = render(value).await?;
+                if last.as_deref() == Some(&*data) {
+                    continue;
+                }
+                last = Some(data.clone());
+                let message = Event::default().event(event).data(&*data);
+                return Some((Ok(message), (signal, shutdown, render, last)));
+            }
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
 async fn events(
     State(state): State<AppState>,
     MaybeUser(user): MaybeUser,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let mut rx = channel_for(&state, &user);
-    rx.mark_changed();
-    let shutdown = state.shutdown.clone();
-    let stream =
-        futures_util::stream::unfold((rx, shutdown), |(mut rx, mut shutdown)| async move {
-            tokio::select! {
-                r = rx.changed() => r.ok()?,
-                _ = shutdown.changed() => return None,
-            }
-            let data = rx.borrow_and_update().clone();
-            Some((
-                Ok(Event::default().event("snapshot").data(&*data)),
-                (rx, shutdown),
-            ))
-        });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    let rx = channel_for(&state, &user);
+    event_stream(&state, rx, "snapshot", |data| async move { Some(data) })
 }
 
 async fn snapshot(

@@ -64,9 +64,12 @@ impl AppState {
             .collect()
     }
 
-    /// Asks the dashboard to rebuild now.
+    /// Asks the dashboard to rebuild now and wakes the member streams.
     pub fn dashboard_changed(&self) {
         self.dashboard.changed.notify_one();
+        self.dashboard
+            .generation
+            .send_modify(|g| *g = g.wrapping_add(1));
     }
 }
 

@@ -8,11 +8,15 @@
 //!   ticket, members' public keys), list members, leave.
 //! - [`spawn_peer`]: runs a [`RelayPeer`] (a participant whose packets ride
 //!   the relay, end-to-end encrypted) on the tokio UDP driver, reports the
-//!   peer's own address for direct paths, and polls the member list so that
-//!   joins and leaves reach the peer (a leave makes every remaining member
-//!   rotate its sender key) and members' addresses reach the direct-path
-//!   prober. Peers reach each other directly where the network lets them
-//!   ([`jam_transport::direct`]), through the relay otherwise.
+//!   peer's own address for direct paths, and follows the member list so
+//!   that joins and leaves reach the peer (a leave makes every remaining
+//!   member rotate its sender key) and members' addresses reach the
+//!   direct-path prober. The list is pushed by `jamd` over server-sent
+//!   events ([`Jamd::member_events`], decoded by [`sse::SseDecoder`]); while
+//!   that stream is down (`jamd` restarting, or a `jamd` without it) the
+//!   list is polled and the stream retried with backoff ([`MemberFeed`]
+//!   counts both). Peers reach each other directly where the network lets
+//!   them ([`jam_transport::direct`]), through the relay otherwise.
 //!
 //! - [`join_session`]: the whole join by name in one call (log in,
 //!   register the device key, find or create the session, join, start the
@@ -52,15 +56,15 @@
 //! ```
 //!
 //! Not here: re-joining when a ticket expires (tickets last 12 hours by
-//! default), pushed member updates (the list is polled), reading key files
-//! (callers hand over the raw secret).
+//! default), reading key files (callers hand over the raw secret).
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use jam_core::MonotonicClock;
 use jam_transport::direct::DirectConfig;
-use jam_transport::driver::{Driver, DriverConfig, DriverError};
+use jam_transport::driver::{Driver, DriverConfig, DriverError, DriverHandle};
 use jam_transport::participant::{ParticipantConfig, ParticipantEvent};
 use jam_transport::relay::{
     HelloKey, MAX_REPORTED_ADDRS, ReportedAddrs, Ticket, hex_decode, hex_encode,
@@ -71,6 +75,11 @@ use jam_transport::relay_client::{
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::watch;
+
+pub mod sse;
+
+use sse::{SseDecoder, SseError};
 
 /// Why talking to `jamd` or starting the peer failed.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +130,12 @@ pub enum JoinError {
         /// The server asked.
         server: String,
     },
+    /// The member event stream cannot be decoded.
+    #[error("member event stream: {0}")]
+    Stream(#[from] SseError),
+    /// The member event stream sent nothing, not even a keep-alive.
+    #[error("member event stream silent for {0:?}")]
+    Silent(Duration),
 }
 
 /// A client of `jamd`'s HTTP API.
@@ -128,6 +143,9 @@ pub enum JoinError {
 pub struct Jamd {
     base: String,
     http: reqwest::Client,
+    /// For the member stream: no limit on the whole response, which lasts
+    /// as long as the session.
+    stream_http: reqwest::Client,
     token: Option<String>,
 }
 
@@ -153,6 +171,17 @@ pub struct Joined {
 /// The X25519 public key of a raw secret.
 pub fn public_key(secret: &[u8; 32]) -> [u8; 32] {
     jam_transport::secure::public_key(secret)
+}
+
+/// Parses a member list as `GET /api/sessions/{id}/members` (and each
+/// event of the member stream) carries it: a JSON array of members; those
+/// without a device key are left out.
+pub fn parse_member_list(json: &str) -> Result<Vec<RemoteMember>, JoinError> {
+    let v: Value = serde_json::from_str(json).map_err(|e| JoinError::BadResponse {
+        what: "members",
+        detail: format!("not JSON: {e}"),
+    })?;
+    parse_members(&v)
 }
 
 fn parse_members(v: &Value) -> Result<Vec<RemoteMember>, JoinError> {
@@ -203,6 +232,10 @@ impl Jamd {
             base: base.into().trim_end_matches('/').to_string(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
+            stream_http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
                 .build()
                 .unwrap_or_default(),
             token: None,
@@ -412,6 +445,44 @@ impl Jamd {
         parse_members(&v)
     }
 
+    /// Opens the session's member stream
+    /// (`GET /api/sessions/{id}/members/events`): the member list now, and
+    /// again whenever it changes. Refused like [`Jamd::members`] (403 for
+    /// non-members); a `jamd` without the stream answers 404.
+    pub async fn member_events(&self, session_id: &str) -> Result<MemberEvents, JoinError> {
+        self.need_token()?;
+        let url = format!("{}/api/sessions/{session_id}/members/events", self.base);
+        let mut req = self
+            .stream_http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = tokio::time::timeout(STREAM_SILENCE, req.send())
+            .await
+            .map_err(|_| JoinError::Silent(STREAM_SILENCE))?
+            .map_err(|source| JoinError::Http {
+                url: url.clone(),
+                source,
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            return Err(JoinError::Refused {
+                what: "member events",
+                status,
+                message: v["message"].as_str().unwrap_or(&text).to_string(),
+            });
+        }
+        Ok(MemberEvents {
+            resp,
+            decoder: SseDecoder::new(),
+            ready: VecDeque::new(),
+        })
+    }
+
     /// Leaves a session (the relay forgets us; the others rotate).
     pub async fn leave(&self, session_id: &str) -> Result<(), JoinError> {
         self.request(
@@ -422,6 +493,134 @@ impl Jamd {
         )
         .await
         .map(|_| ())
+    }
+}
+
+/// How long the member stream may stay silent before it counts as dead:
+/// `jamd` sends a keep-alive comment every 15 s.
+const STREAM_SILENCE: Duration = Duration::from_secs(40);
+
+/// An open member stream ([`Jamd::member_events`]).
+#[derive(Debug)]
+pub struct MemberEvents {
+    resp: reqwest::Response,
+    decoder: SseDecoder,
+    ready: VecDeque<sse::SseEvent>,
+}
+
+impl MemberEvents {
+    /// The next member list `jamd` pushes; `Ok(None)` when `jamd` ended the
+    /// stream (shutting down, or we may no longer see the members). Events
+    /// of other names are skipped.
+    pub async fn next(&mut self) -> Result<Option<Vec<RemoteMember>>, JoinError> {
+        loop {
+            while let Some(e) = self.ready.pop_front() {
+                if e.event == "members" {
+                    return parse_member_list(&e.data).map(Some);
+                }
+            }
+            let chunk = tokio::time::timeout(STREAM_SILENCE, self.resp.chunk())
+                .await
+                .map_err(|_| JoinError::Silent(STREAM_SILENCE))?
+                .map_err(|source| JoinError::Http {
+                    url: self.resp.url().to_string(),
+                    source,
+                })?;
+            match chunk {
+                Some(bytes) => self.ready.extend(self.decoder.push(&bytes)?),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+/// How a peer has learnt the member list so far (see [`spawn_peer`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemberFeed {
+    /// Member streams opened (1 normally; more after `jamd` restarts).
+    pub streams_opened: u64,
+    /// Member lists received on a stream.
+    pub pushed: u64,
+    /// Member lists fetched by polling while no stream was open.
+    pub polled: u64,
+    /// Stream attempts and polls that failed.
+    pub failures: u64,
+}
+
+/// The first wait before the member stream is tried again; it doubles on
+/// every failed attempt up to [`STREAM_RETRY_MAX`].
+const STREAM_RETRY_MIN: Duration = Duration::from_millis(250);
+
+/// The longest wait between attempts to reopen the member stream.
+const STREAM_RETRY_MAX: Duration = Duration::from_secs(4);
+
+/// Hands the member list to the peer for as long as it runs: from the
+/// member stream while it is open; otherwise by polling every
+/// `poll_interval` (once at least per gap) while the stream is retried
+/// after a growing wait.
+async fn follow_members(
+    jamd: Jamd,
+    session: String,
+    handle: DriverHandle<RelayPeer>,
+    poll_interval: Duration,
+    feed: watch::Sender<MemberFeed>,
+) {
+    let deliver = |list: Vec<RemoteMember>| {
+        handle
+            .submit(move |p, now| p.set_members(now, &list))
+            .is_ok()
+    };
+    let count = |f: fn(&mut MemberFeed)| feed.send_modify(f);
+    let mut wait = STREAM_RETRY_MIN;
+    loop {
+        match jamd.member_events(&session).await {
+            Ok(mut events) => {
+                count(|f| f.streams_opened += 1);
+                loop {
+                    match events.next().await {
+                        Ok(Some(list)) => {
+                            count(|f| f.pushed += 1);
+                            wait = STREAM_RETRY_MIN;
+                            if !deliver(list) {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "member stream dropped");
+                            count(|f| f.failures += 1);
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "member stream unavailable; polling");
+                count(|f| f.failures += 1);
+            }
+        }
+        let retry_at = tokio::time::Instant::now() + wait;
+        loop {
+            match jamd.members(&session).await {
+                Ok(list) => {
+                    count(|f| f.polled += 1);
+                    if !deliver(list) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "member poll failed");
+                    count(|f| f.failures += 1);
+                }
+            }
+            let next = tokio::time::Instant::now() + poll_interval;
+            if next >= retry_at {
+                tokio::time::sleep_until(retry_at).await;
+                break;
+            }
+            tokio::time::sleep_until(next).await;
+        }
+        wait = (wait * 2).min(STREAM_RETRY_MAX);
     }
 }
 
@@ -452,7 +651,8 @@ pub struct PeerOptions {
     pub key_seed: [u8; 32],
     /// The local address to bind (0.0.0.0 by default).
     pub bind: IpAddr,
-    /// How often the member list is fetched.
+    /// How often the member list is fetched while `jamd`'s member stream
+    /// is not open (it normally pushes every change).
     pub poll_interval: Duration,
     /// The clock the driver runs on (share it to stamp MIDI you send).
     pub clock: MonotonicClock,
@@ -465,7 +665,8 @@ pub struct PeerOptions {
 }
 
 impl PeerOptions {
-    /// Defaults: bind every IPv4 interface, poll members every 500 ms.
+    /// Defaults: bind every IPv4 interface, poll members every 500 ms when
+    /// the member stream is down.
     pub fn new(name: impl Into<String>, secret: [u8; 32], seed: u64, key_seed: [u8; 32]) -> Self {
         PeerOptions {
             name: name.into(),
@@ -492,11 +693,18 @@ pub struct RunningPeer {
     /// The session joined.
     pub joined: Joined,
     poller: tokio::task::JoinHandle<()>,
+    feed: watch::Receiver<MemberFeed>,
 }
 
 impl RunningPeer {
+    /// How the member list has reached the peer so far (stream or polls);
+    /// changes as it does.
+    pub fn member_feed(&self) -> watch::Receiver<MemberFeed> {
+        self.feed.clone()
+    }
+
     /// The driver and its events, for a caller that runs the peer itself
-    /// (the engine's network adapter). The member poll keeps running until
+    /// (the engine's network adapter). The member feed keeps running until
     /// the driver stops; close the peer through the driver
     /// (`RelayPeer::close`) before shutting it down.
     pub fn into_parts(self) -> (Driver<RelayPeer>, UnboundedReceiver<RelayPeerEvent>, Joined) {
@@ -513,8 +721,10 @@ impl RunningPeer {
 }
 
 /// Starts a [`RelayPeer`] for a join on a fresh UDP port, and a task that
-/// hands it the member list every [`PeerOptions::poll_interval`] (failed
-/// polls, e.g. while `jamd` restarts, are skipped).
+/// hands it the member list whenever it changes: pushed by `jamd`'s member
+/// stream, polled every [`PeerOptions::poll_interval`] while the stream is
+/// down (failed polls, e.g. while `jamd` restarts, are skipped; the stream
+/// is retried after 250 ms, doubling up to 4 s).
 pub async fn spawn_peer(
     jamd: Jamd,
     joined: Joined,
@@ -550,32 +760,20 @@ pub async fn spawn_peer(
         let addrs = local_addrs(opts.bind, relay, port);
         driver.submit(move |p, now| p.set_reported(now, &addrs))?;
     }
-    let handle = driver.handle();
-    let session = joined.session_id.clone();
-    let interval = opts.poll_interval;
-    let poller = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            match jamd.members(&session).await {
-                Ok(list) => {
-                    if handle
-                        .submit(move |p, now| p.set_members(now, &list))
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "member poll failed"),
-            }
-        }
-    });
+    let (feed_tx, feed) = watch::channel(MemberFeed::default());
+    let poller = tokio::spawn(follow_members(
+        jamd,
+        joined.session_id.clone(),
+        driver.handle(),
+        opts.poll_interval,
+        feed_tx,
+    ));
     Ok(RunningPeer {
         driver,
         events,
         joined,
         poller,
+        feed,
     })
 }
 

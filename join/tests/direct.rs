@@ -41,6 +41,24 @@ async fn forwarded(base: &str) -> u64 {
         .expect("a number")
 }
 
+/// [`forwarded`] once it has stopped moving: `jamd` publishes its relay
+/// counters every 100 ms, so a packet relayed just before a path switched
+/// shows up to a tick later. Two readings 300 ms apart must agree (a relay
+/// that keeps forwarding never settles, and the caller's assertion then
+/// fails on the latest reading).
+async fn settled_forwarded(base: &str) -> u64 {
+    let mut last = forwarded(base).await;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = forwarded(base).await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
 async fn path(peer: &RunningPeer, to: u32) -> Path {
     peer.driver.call(move |p, _| p.path(to)).await.unwrap()
 }
@@ -81,21 +99,24 @@ async fn two_reachable_peers_switch_to_the_direct_path_and_the_relay_forwards_no
         assert!(Instant::now() < deadline, "no direct path: {pa:?} {pb:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let before = forwarded(&base).await;
+    let before = settled_forwarded(&base).await;
     let stats_before = alice.driver.call(|p, _| p.stats()).await.unwrap();
+    let bob_before = bob.driver.call(|p, _| p.stats()).await.unwrap();
 
     let tune: Vec<u8> = (40..70).collect();
     every_note_arrives(&alice, &mut bob, &tune).await;
     let tune: Vec<u8> = (70..100).collect();
     every_note_arrives(&bob, &mut alice, &tune).await;
 
-    let after = forwarded(&base).await;
+    let after = settled_forwarded(&base).await;
     let stats = alice.driver.call(|p, _| p.stats()).await.unwrap();
+    let bob_stats = bob.driver.call(|p, _| p.stats()).await.unwrap();
     // 60 notes (plus clock sync and receiver feedback) went direct: the
-    // relay forwarded no data packet after the switch, and alice sent
-    // none to it.
+    // relay forwarded no data packet after the switch, and neither peer
+    // sent one to it.
     assert_eq!(after, before, "relay forwarded data after the switch");
     assert_eq!(stats.relay_out, stats_before.relay_out);
+    assert_eq!(bob_stats.relay_out, bob_before.relay_out);
     assert!(
         stats.direct_out >= stats_before.direct_out + 30,
         "{stats:?}"

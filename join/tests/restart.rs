@@ -8,23 +8,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Heard, join_peer, listen, play, wait_joined};
+use common::{Heard, join_peer, listen, play, wait_healthy, wait_joined};
 use jam_join::Jamd;
 use jam_tests::jamd::{JamdProcess, free_ports};
-
-async fn wait_healthy(base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let http = reqwest::Client::new();
-    while Instant::now() < deadline {
-        if let Ok(r) = http.get(format!("{base}/healthz")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("jamd at {base} did not come up");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_reconnect_by_themselves_after_jamd_is_killed_and_restarted() {

@@ -22,6 +22,12 @@
 //!    a pause of [`DirectConfig::retry_after`]) so a path that comes back
 //!    is used again.
 //!
+//! The control plane's list may arrive again and again (pushed on every
+//! change anywhere in the session, or polled): an unchanged entry never
+//! touches a working path. A member listed at new addresses with an old one
+//! gone has moved: its path drops to the relay at once and the new
+//! addresses are probed ([`DirectPaths::set_candidates`]).
+//!
 //! Each side decides for its own sending direction; a receiver accepts a
 //! member's frames from the relay and from any address, because every frame
 //! is authenticated end to end and the replay window of
@@ -214,6 +220,8 @@ pub enum PathEvent {
 #[derive(Debug)]
 struct MemberPath {
     candidates: Vec<SocketAddr>,
+    /// The addresses the control plane listed last (usable ones only).
+    listed: Vec<SocketAddr>,
     direct: Option<SocketAddr>,
     last_heard: Micros,
     rounds_left: u32,
@@ -274,19 +282,60 @@ impl DirectPaths {
     /// The addresses the control plane lists for `member` (observed first,
     /// then reported). New addresses restart probing at once; addresses
     /// learned from the member's own probes are kept.
+    ///
+    /// The same list again changes nothing, so a working direct path
+    /// survives every re-sent member list. A list that drops an address
+    /// listed before means the member moved (a new network, a new NAT
+    /// mapping): its old candidates and learned addresses are forgotten,
+    /// and a direct path to an address no longer listed goes back to the
+    /// relay at once ([`PathEvent::Relay`]) while the new addresses are
+    /// probed.
     pub fn set_candidates(&mut self, now: Micros, member: u32, addrs: &[SocketAddr]) {
         if member == self.me {
             return;
         }
+        let listed: Vec<SocketAddr> = addrs.iter().copied().filter(usable).collect();
         let rounds = self.config.probe_rounds;
-        let m = self.members.entry(member).or_insert_with(|| MemberPath {
+        let m = self.member_path(now, member);
+        let moved = m.listed.iter().any(|a| !listed.contains(a));
+        m.listed.clone_from(&listed);
+        if moved {
+            m.candidates.retain(|a| listed.contains(a));
+            m.sent.clear();
+            let dropped = m.direct.is_some_and(|d| !listed.contains(&d));
+            if dropped {
+                m.direct = None;
+            }
+            if m.direct.is_none() {
+                m.rounds_left = rounds;
+                m.next_probe = now;
+            }
+            if dropped {
+                self.events.push_back(PathEvent::Relay { member });
+            }
+        }
+        self.add_candidates(now, member, &listed);
+    }
+
+    /// The path state of `member`, made if there is none yet.
+    fn member_path(&mut self, now: Micros, member: u32) -> &mut MemberPath {
+        let rounds = self.config.probe_rounds;
+        self.members.entry(member).or_insert_with(|| MemberPath {
             candidates: Vec::new(),
+            listed: Vec::new(),
             direct: None,
             last_heard: now,
             rounds_left: rounds,
             next_probe: now,
             sent: VecDeque::new(),
-        });
+        })
+    }
+
+    /// Adds candidate addresses of `member` (listed, or learned from its
+    /// probes); a new one restarts probing unless the path is direct.
+    fn add_candidates(&mut self, now: Micros, member: u32, addrs: &[SocketAddr]) {
+        let rounds = self.config.probe_rounds;
+        let m = self.member_path(now, member);
         let mut fresh = false;
         for a in addrs.iter().filter(|a| usable(a)) {
             if !m.candidates.contains(a) && m.candidates.len() < MAX_CANDIDATES {
@@ -298,6 +347,11 @@ impl DirectPaths {
             m.rounds_left = rounds;
             m.next_probe = m.next_probe.min(now);
         }
+    }
+
+    /// Whether we send to `member` directly now.
+    pub fn is_direct(&self, member: u32) -> bool {
+        self.path(member) != Path::Relay
     }
 
     /// Forgets every member for which `keep` is false (they left).
@@ -323,7 +377,9 @@ impl DirectPaths {
                     },
                 ));
                 // A mapping the control plane has not seen: probe it too.
-                self.set_candidates(now, member, &[from]);
+                if member != self.me {
+                    self.add_candidates(now, member, &[from]);
+                }
             }
             ProbeKind::Ack => {
                 let Some(m) = self.members.get_mut(&member) else {

@@ -647,7 +647,11 @@ impl RelayPeer {
     /// The member list from the control plane (ours may be included). New
     /// members get our key; members gone make us rotate and end their
     /// sessions; online members we have no session with are invited (by
-    /// the lower member id of each pair).
+    /// the lower member id of each pair). Direct paths: online members'
+    /// addresses become candidates ([`DirectPaths::set_candidates`]: the
+    /// same entry again changes nothing, a moved member is probed anew);
+    /// members who left are forgotten, and a working direct path to a
+    /// member listed offline on the relay is kept until it goes silent.
     pub fn set_members(&mut self, now: Micros, members: &[RemoteMember]) {
         self.now = self.now.max(now);
         let me = self.client.member();
@@ -682,8 +686,18 @@ impl RelayPeer {
             .map(|m| (m.id, *m))
             .collect();
         if let Some(d) = &mut self.direct {
-            let online = &self.members;
-            d.retain(|id| online.get(&id).is_some_and(|m| m.online));
+            // Members who left are forgotten, and so are offline members
+            // we have no working path to. A working direct path stays up
+            // while the member is listed, even offline on the relay (a
+            // restarted relay, a missed relay keepalive): it falls back by
+            // itself once it goes silent.
+            let keep: BTreeSet<u32> = self
+                .members
+                .values()
+                .filter(|m| m.online || d.is_direct(m.id))
+                .map(|m| m.id)
+                .collect();
+            d.retain(|id| keep.contains(&id));
             for m in self.members.values().filter(|m| m.online) {
                 let addrs: Vec<SocketAddr> = m
                     .observed
@@ -1177,6 +1191,225 @@ mod tests {
         key.verify(&l).unwrap();
         assert_eq!(c.state(), RelayState::Left);
         assert_eq!(c.poll_timeout(), None);
+    }
+
+    /// Two relay peers (members 10 and 20 of session 0xabc) and a toy
+    /// relay that acknowledges hellos and keepalives and forwards data;
+    /// datagrams between the peers' own addresses get through while
+    /// `open`. One millisecond per step.
+    struct Pair {
+        peers: [RelayPeer; 2],
+        addrs: [SocketAddr; 2],
+        keys: [HelloKey; 2],
+        publics: [[u8; 32]; 2],
+        relay: SocketAddr,
+        now: Micros,
+        open: bool,
+        /// Data packets the toy relay forwarded.
+        forwarded: u64,
+    }
+
+    const IDS: [u32; 2] = [10, 20];
+
+    impl Pair {
+        fn new() -> Pair {
+            let relay: SocketAddr = "192.0.2.1:7400".parse().unwrap();
+            let addrs: [SocketAddr; 2] = [
+                "10.0.0.1:5004".parse().unwrap(),
+                "10.0.0.2:5004".parse().unwrap(),
+            ];
+            let mut keys = Vec::new();
+            let mut publics = [[0u8; 32]; 2];
+            let peers = [0usize, 1].map(|i| {
+                let (ticket, key) = Ticket::issue(&ServerSecret([3; 32]), 0xabc, IDS[i], u64::MAX);
+                keys.push(key.clone());
+                let secret = [i as u8 + 1; 32];
+                publics[i] = crate::secure::public_key(&secret);
+                let config = RelayPeerConfig {
+                    relay: RelayClientConfig::new(relay, ticket, key),
+                    participant: ParticipantConfig::new(format!("p{i}"), i as u64 + 1),
+                    secret,
+                    key_seed: [i as u8 + 7; 32],
+                    unix_us: UNIX0,
+                    reinvite_interval: Duration::from_secs(1),
+                    direct: Some(DirectConfig::default()),
+                };
+                RelayPeer::new(config, Micros::ZERO)
+            });
+            let keys = [keys[0].clone(), keys[1].clone()];
+            Pair {
+                peers,
+                addrs,
+                keys,
+                publics,
+                relay,
+                now: Micros::ZERO,
+                open: true,
+                forwarded: 0,
+            }
+        }
+
+        /// Both members online at their own addresses, except that peer
+        /// `i` sees member `j` as `other` says.
+        fn list(&self, other: Option<(usize, bool, SocketAddr)>) -> [Vec<RemoteMember>; 2] {
+            [0usize, 1].map(|i| {
+                (0..2)
+                    .map(|j| {
+                        let mut m = RemoteMember::new(IDS[j], self.publics[j], true);
+                        m.observed = Some(self.addrs[j]);
+                        if let Some((k, online, addr)) = other
+                            && k == i
+                            && j != i
+                        {
+                            m.online = online;
+                            m.observed = Some(addr);
+                        }
+                        m
+                    })
+                    .collect()
+            })
+        }
+
+        fn set_members(&mut self, lists: [Vec<RemoteMember>; 2]) {
+            for (p, l) in self.peers.iter_mut().zip(lists) {
+                p.set_members(self.now, &l);
+            }
+        }
+
+        fn run_for(&mut self, d: Duration) {
+            let end = self.now + d;
+            while self.now < end {
+                let mut sent: Vec<(usize, Transmit)> = Vec::new();
+                for (i, p) in self.peers.iter_mut().enumerate() {
+                    if Protocol::poll_timeout(p).is_some_and(|t| t <= self.now) {
+                        Protocol::handle_timeout(p, self.now);
+                    }
+                    while let Some(t) = Protocol::poll_transmit(p) {
+                        sent.push((i, t));
+                    }
+                    while Protocol::poll_event(p).is_some() {}
+                }
+                let mut flights: Vec<(usize, SocketAddr, Vec<u8>)> = Vec::new();
+                for (i, t) in sent {
+                    if t.to == self.relay {
+                        flights.extend(self.relay_answer(i, &t.payload));
+                    } else if let Some(j) = self.addrs.iter().position(|a| *a == t.to)
+                        && self.open
+                    {
+                        flights.push((j, self.addrs[i], t.payload));
+                    }
+                }
+                self.now += Duration::from_millis(1);
+                for (to, from, bytes) in flights {
+                    Protocol::handle_datagram(
+                        &mut self.peers[to],
+                        self.now,
+                        Port::Control,
+                        from,
+                        &bytes,
+                    );
+                }
+            }
+        }
+
+        /// What the toy relay sends for a datagram from peer `i`.
+        fn relay_answer(&mut self, i: usize, bytes: &[u8]) -> Vec<(usize, SocketAddr, Vec<u8>)> {
+            let mut buf = [0u8; 256];
+            let n = match Packet::decode(bytes) {
+                Ok(Packet::Hello(_, h)) => {
+                    let a = HelloAck {
+                        client_time_us: h.client_time_us,
+                        nonce: h.nonce,
+                        relay_time_us: UNIX0,
+                        observed: self.addrs[i],
+                    };
+                    relay::encode_hello_ack(0xabc, IDS[i], &a, &self.keys[i], &mut buf).unwrap()
+                }
+                Ok(Packet::Keepalive(_, k)) => {
+                    let a = KeepaliveAck {
+                        seq: k.seq,
+                        client_time_us: k.client_time_us,
+                        relay_time_us: UNIX0,
+                    };
+                    relay::encode_keepalive_ack(0xabc, IDS[i], &a, &self.keys[i], &mut buf).unwrap()
+                }
+                Ok(Packet::Data { dest, .. }) => {
+                    let Some(j) = IDS.iter().position(|id| *id == dest) else {
+                        return Vec::new();
+                    };
+                    self.forwarded += 1;
+                    return vec![(j, self.relay, bytes.to_vec())];
+                }
+                _ => return Vec::new(),
+            };
+            vec![(i, self.relay, buf[..n].to_vec())]
+        }
+
+        fn paths(&self) -> [Path; 2] {
+            [self.peers[0].path(IDS[1]), self.peers[1].path(IDS[0])]
+        }
+    }
+
+    /// Two peers that reach each other, on a direct path.
+    fn direct_pair() -> Pair {
+        let mut n = Pair::new();
+        let lists = n.list(None);
+        n.set_members(lists);
+        n.run_for(Duration::from_secs(2));
+        assert_eq!(
+            n.paths(),
+            [Path::Direct(n.addrs[1]), Path::Direct(n.addrs[0])]
+        );
+        assert_eq!(n.peers[0].joined_members().collect::<Vec<_>>(), [IDS[1]]);
+        n
+    }
+
+    #[test]
+    fn the_same_member_list_again_keeps_a_working_direct_path() {
+        let mut n = direct_pair();
+        let before = n.forwarded;
+        // The list re-sent unchanged, and with the other member listed
+        // offline on the relay (same address): neither touches the path,
+        // and the relay carries nothing.
+        for _ in 0..5 {
+            let lists = n.list(None);
+            n.set_members(lists);
+            n.run_for(Duration::from_millis(20));
+            let offline = n.list(Some((0, false, n.addrs[1])));
+            n.set_members(offline);
+            assert_eq!(n.paths()[0], Path::Direct(n.addrs[1]));
+            n.run_for(Duration::from_millis(20));
+        }
+        for _ in 0..20 {
+            let now = n.now;
+            let m = jam_core::ShortMessage::note_on(0, 60, 100);
+            n.peers[0].participant().send(now, now, m).unwrap();
+            n.run_for(Duration::from_millis(50));
+        }
+        assert_eq!(
+            n.paths(),
+            [Path::Direct(n.addrs[1]), Path::Direct(n.addrs[0])]
+        );
+        assert_eq!(n.forwarded, before, "the relay carried data");
+        assert!(n.peers[0].stats().direct_out > 20);
+    }
+
+    #[test]
+    fn a_member_listed_at_a_new_address_is_probed_there_and_the_old_path_dropped() {
+        let mut n = direct_pair();
+        // Member 20 moved: its old address is gone from the network, the
+        // control plane lists the new one. Peer 10 leaves the old path at
+        // once instead of sending into it for a second.
+        let moved: SocketAddr = "10.0.0.3:6000".parse().unwrap();
+        let old = n.addrs[1];
+        n.addrs[1] = moved;
+        let lists = n.list(Some((0, true, moved)));
+        n.set_members(lists);
+        assert_eq!(n.paths()[0], Path::Relay);
+        assert_eq!(n.peers[0].direct().unwrap().candidates(IDS[1]), [moved]);
+        n.run_for(Duration::from_millis(500));
+        assert_eq!(n.paths()[0], Path::Direct(moved));
+        assert_ne!(n.paths()[0], Path::Direct(old));
     }
 
     proptest! {

@@ -124,6 +124,21 @@ pub async fn listen(
     }
 }
 
+/// Waits up to 30 s until `jamd` at `base` answers `/healthz`.
+pub async fn wait_healthy(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let http = reqwest::Client::new();
+    while Instant::now() < deadline {
+        if let Ok(r) = http.get(format!("{base}/healthz")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("jamd at {base} did not come up");
+}
+
 /// Waits until `peer` has an AppleMIDI session with `n` others.
 pub async fn wait_joined(peer: &RunningPeer, n: usize, timeout: Duration) {
     let deadline = Instant::now() + timeout;
