@@ -20,9 +20,29 @@
 //! - `conductor`: players send to one conductor member, which sends
 //!   10 events/s to everyone (the Global Net Orchestra's star).
 //!
+//! Networks (`--net`):
+//! - `loopback` (default): jamd and the generator share 127.0.0.1. The
+//!   kernel runs the receiving side of every copy the relay sends (IP input,
+//!   socket lookup, enqueue or drop, wakeups) in the sender's context, so
+//!   core 0 pays its receivers' network stacks as well as its own sends;
+//! - `veth`: jamd runs in its own network namespace and the generator in
+//!   another, joined by a veth pair. Receive processing (RPS) of the
+//!   generator's end is steered to core 1 and of jamd's end to core 0, so the
+//!   relay's core pays its own receives and sends, as behind a NIC, and the
+//!   receivers' stacks run on the generator's core. The namespaces are
+//!   `jamrl-<pid>-r` and `jamrl-<pid>-g`; they are deleted on exit and on
+//!   panic, and a later run deletes any left by a killed one (needs root).
+//!
 //! ```text
 //! setsid cargo bench -p jam-control-plane --bench relay_load -- --mode mesh --players 50,100,150 --secs 10
+//! setsid cargo bench -p jam-control-plane --bench relay_load -- --net veth --mode conductor --players 1000 --secs 10
 //! ```
+//!
+//! Besides the table row, every run prints where the kernel did the
+//! network work during the measured window: NET_RX softirqs per CPU
+//! (`/proc/softirqs`), softirq and busy time per CPU (`/proc/stat`),
+//! packets dropped at a CPU's input backlog (`/proc/net/softnet_stat`), and
+//! the CPU the relay thread last ran on. These are machine-wide counters.
 //!
 //! On a machine shared with other work, the relay thread and the generator
 //! are given the highest normal priority (nice -20 and a raised scheduler
@@ -53,8 +73,278 @@ fn wall_us() -> u64 {
         .as_micros() as u64
 }
 
+/// Set in the generator's process when it runs inside the veth setup's
+/// generator namespace: `relay_ns gen_ns relay_dev gen_dev`.
+const NETNS_ENV: &str = "JAM_RELAY_LOAD_NETNS";
+const NETNS_PREFIX: &str = "jamrl-";
+const VETH_RELAY_IP: &str = "10.199.0.1";
+const VETH_GEN_IP: &str = "10.199.0.2";
+
+/// Where jamd and the generator talk.
+struct Net {
+    /// `None` on loopback.
+    veth: Option<Veth>,
+}
+
+/// Two network namespaces joined by a veth pair (see the module doc).
+struct Veth {
+    relay_ns: String,
+    gen_ns: String,
+    relay_dev: String,
+    gen_dev: String,
+}
+
+impl Net {
+    fn relay_ip(&self) -> &'static str {
+        if self.veth.is_some() {
+            VETH_RELAY_IP
+        } else {
+            "127.0.0.1"
+        }
+    }
+
+    fn player_ip(&self) -> &'static str {
+        if self.veth.is_some() {
+            VETH_GEN_IP
+        } else {
+            "127.0.0.1"
+        }
+    }
+
+    /// The command that starts jamd pinned to core 0, in its namespace.
+    fn jamd_command(&self) -> Command {
+        let mut cmd = match &self.veth {
+            Some(v) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &v.relay_ns, "setsid"]);
+                c
+            }
+            None => Command::new("setsid"),
+        };
+        cmd.args(["taskset", "-c", "0"]);
+        cmd
+    }
+
+    fn describe(&self) -> String {
+        match &self.veth {
+            None => "net=loopback (127.0.0.1; receive side of every copy runs in the sender's softirq, core 0)".into(),
+            Some(v) => format!(
+                "net=veth relay {VETH_RELAY_IP} on {} in netns {} (rps_cpus {}), generator {VETH_GEN_IP} on {} in netns {} (rps_cpus {})",
+                v.relay_dev,
+                v.relay_ns,
+                read_rps(&v.relay_ns, &v.relay_dev),
+                v.gen_dev,
+                v.gen_ns,
+                read_rps(&v.gen_ns, &v.gen_dev),
+            ),
+        }
+    }
+}
+
+fn read_rps(ns: &str, dev: &str) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "cat"])
+        .arg(format!("/sys/class/net/{dev}/queues/rx-0/rps_cpus"))
+        .output()
+        .expect("ip netns exec cat");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn ip(args: &[&str]) {
+    let st = Command::new("ip").args(args).status().expect("the ip tool");
+    assert!(st.success(), "ip {} failed", args.join(" "));
+}
+
+impl Veth {
+    /// Creates the namespaces and the pair, with RPS of each end on its
+    /// side's core. Deletes namespaces left by runs that no longer live.
+    fn create() -> Veth {
+        delete_stale_namespaces();
+        let pid = std::process::id();
+        let v = Veth {
+            relay_ns: format!("{NETNS_PREFIX}{pid}-r"),
+            gen_ns: format!("{NETNS_PREFIX}{pid}-g"),
+            relay_dev: format!("jrl{pid}r"),
+            gen_dev: format!("jrl{pid}g"),
+        };
+        ip(&["netns", "add", &v.relay_ns]);
+        // From here on, Drop deletes what exists.
+        ip(&["netns", "add", &v.gen_ns]);
+        let link = format!(
+            "link add name {} netns {} type veth peer name {} netns {}",
+            v.relay_dev, v.relay_ns, v.gen_dev, v.gen_ns
+        );
+        ip(&link.split(' ').collect::<Vec<_>>());
+        for (ns, dev, addr, cpus) in [
+            (&v.relay_ns, &v.relay_dev, VETH_RELAY_IP, "1"),
+            (&v.gen_ns, &v.gen_dev, VETH_GEN_IP, "2"),
+        ] {
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            // Receive processing of this end on this side's core (RPS):
+            // the packet is queued to that CPU's backlog and its NET_RX
+            // softirq does IP input and socket delivery there.
+            let st = Command::new("ip")
+                .args(["netns", "exec", ns, "sh", "-c"])
+                .arg(format!(
+                    "for q in /sys/class/net/{dev}/queues/rx-*; do echo {cpus} > $q/rps_cpus; done"
+                ))
+                .status()
+                .expect("ip netns exec sh");
+            assert!(st.success(), "setting rps_cpus of {dev}");
+        }
+        v
+    }
+
+    fn to_env(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.relay_ns, self.gen_ns, self.relay_dev, self.gen_dev
+        )
+    }
+
+    fn from_env() -> Option<Veth> {
+        let v = std::env::var(NETNS_ENV).ok()?;
+        let f: Vec<&str> = v.split(' ').collect();
+        let [relay_ns, gen_ns, relay_dev, gen_dev] = f[..] else {
+            panic!("{NETNS_ENV}={v:?}");
+        };
+        Some(Veth {
+            relay_ns: relay_ns.into(),
+            gen_ns: gen_ns.into(),
+            relay_dev: relay_dev.into(),
+            gen_dev: gen_dev.into(),
+        })
+    }
+}
+
+/// Owns the namespaces in the process that created them.
+struct VethGuard(Veth);
+
+impl Drop for VethGuard {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its end of the pair, hence the pair.
+        for ns in [&self.0.relay_ns, &self.0.gen_ns] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Namespaces of earlier runs whose process is gone (killed by a signal,
+/// so no destructor ran).
+fn delete_stale_namespaces() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(pid) = name
+            .strip_prefix(NETNS_PREFIX)
+            .and_then(|r| r.split('-').next())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+/// Machine-wide network-work counters per CPU, to show where the kernel
+/// ran the packets' processing.
+#[derive(Clone)]
+struct CpuNet {
+    /// NET_RX softirqs raised per CPU.
+    net_rx: Vec<u64>,
+    /// (busy, softirq, total) jiffies per CPU.
+    times: Vec<(u64, u64, u64)>,
+    /// Packets dropped at each CPU's input backlog.
+    backlog_drops: Vec<u64>,
+}
+
+impl CpuNet {
+    fn read() -> CpuNet {
+        let softirqs = std::fs::read_to_string("/proc/softirqs").unwrap();
+        let net_rx = softirqs
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix("NET_RX:"))
+            .map(|r| r.split_whitespace().map(|v| v.parse().unwrap()).collect())
+            .unwrap_or_default();
+        let stat = std::fs::read_to_string("/proc/stat").unwrap();
+        let times = stat
+            .lines()
+            .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+            .map(|l| {
+                let v: Vec<u64> = l
+                    .split_whitespace()
+                    .skip(1)
+                    .map(|x| x.parse().unwrap())
+                    .collect();
+                // user nice system idle iowait irq softirq steal
+                let busy = v[0] + v[1] + v[2] + v[5] + v[6];
+                let total: u64 = v.iter().take(8).sum();
+                (busy, v[6], total)
+            })
+            .collect();
+        let softnet = std::fs::read_to_string("/proc/net/softnet_stat").unwrap();
+        let backlog_drops = softnet
+            .lines()
+            .map(|l| u64::from_str_radix(l.split_whitespace().nth(1).unwrap(), 16).unwrap())
+            .collect();
+        CpuNet {
+            net_rx,
+            times,
+            backlog_drops,
+        }
+    }
+
+    /// One line: what happened per CPU since `before`.
+    fn since(&self, before: &CpuNet) -> String {
+        let per_cpu = |f: &dyn Fn(usize) -> String| {
+            (0..self.times.len()).map(f).collect::<Vec<_>>().join("/")
+        };
+        let pct = |i: usize, softirq: bool| {
+            let (b1, s1, t1) = self.times[i];
+            let (b0, s0, t0) = before.times[i];
+            let part = if softirq { s1 - s0 } else { b1 - b0 };
+            format!("{:.0}", part as f64 * 100.0 / (t1 - t0).max(1) as f64)
+        };
+        format!(
+            "NET_RX softirqs cpu0/cpu1 {}, softirq time % {}, busy % {}, backlog drops {}",
+            per_cpu(
+                &|i| (self.net_rx.get(i).unwrap_or(&0) - before.net_rx.get(i).unwrap_or(&0))
+                    .to_string()
+            ),
+            per_cpu(&|i| pct(i, true)),
+            per_cpu(&|i| pct(i, false)),
+            per_cpu(&|i| (self.backlog_drops.get(i).unwrap_or(&0)
+                - before.backlog_drops.get(i).unwrap_or(&0))
+            .to_string()),
+        )
+    }
+}
+
+/// The CPU a thread last ran on (`/proc/<pid>/task/<tid>/stat`, field 39).
+fn last_cpu(pid: u32, tid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(36)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
 struct Args {
     mode: String,
+    net: String,
     players: Vec<usize>,
     secs: u64,
 }
@@ -62,6 +352,7 @@ struct Args {
 fn args() -> Args {
     let mut a = Args {
         mode: "mesh".into(),
+        net: "loopback".into(),
         players: vec![25, 50, 100],
         secs: 10,
     };
@@ -69,6 +360,7 @@ fn args() -> Args {
     while let Some(x) = it.next() {
         match x.as_str() {
             "--mode" => a.mode = it.next().expect("--mode VALUE"),
+            "--net" => a.net = it.next().expect("--net loopback|veth"),
             "--players" => {
                 a.players = it
                     .next()
@@ -101,20 +393,20 @@ impl Drop for Jamd {
     }
 }
 
-async fn start_jamd() -> Jamd {
+async fn start_jamd(net: &Net) -> Jamd {
     let dir = tempfile::tempdir().unwrap();
     // Its own session, hence its own scheduler autogroup, so that the
     // group's priority can be raised below without touching anything else.
-    let mut cmd = Command::new("setsid");
-    cmd.args(["taskset", "-c", "0"])
-        .arg(env!("CARGO_BIN_EXE_jamd"))
+    let listen = format!("{}:0", net.relay_ip());
+    let mut cmd = net.jamd_command();
+    cmd.arg(env!("CARGO_BIN_EXE_jamd"))
         .arg("--data-dir")
         .arg(dir.path())
         .args([
             "--http-listen",
-            "127.0.0.1:0",
+            &listen,
             "--relay-listen",
-            "127.0.0.1:0",
+            &listen,
             "--relay-rate-pps",
             "1000",
             "--relay-burst-packets",
@@ -237,7 +529,7 @@ struct Player {
 /// Creates the session and its members in the node's database (as HTTP
 /// joins would; the relay's membership sweep checks them), then says hello
 /// from one socket per player.
-async fn connect_players(j: &Jamd, session: u64, n: usize) -> Vec<Player> {
+async fn connect_players(j: &Jamd, net: &Net, session: u64, n: usize) -> Vec<Player> {
     let sid = format!("{session:016x}");
     let owner = j.db.create_user("bench-owner", "-", false).await.unwrap();
     j.db.create_session(
@@ -265,7 +557,7 @@ async fn connect_players(j: &Jamd, session: u64, n: usize) -> Vec<Player> {
     for (i, &member) in members.iter().enumerate() {
         let (ticket, key): (Ticket, HelloKey) =
             Ticket::issue(&j.secret, session, member, wall_us() / 1_000_000 + 3600);
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sock = UdpSocket::bind((net.player_ip(), 0)).unwrap();
         // Enough buffer for the listeners' bursts.
         sock.set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
@@ -394,6 +686,32 @@ async fn main() {
         return;
     }
     let a = args();
+    let veth = match a.net.as_str() {
+        "loopback" => None,
+        "veth" => match Veth::from_env() {
+            Some(v) => Some(v),
+            None => {
+                // Set up the namespaces, run this same bench as the
+                // generator inside its namespace, then delete them (also
+                // when the run fails or this process panics).
+                let guard = VethGuard(Veth::create());
+                let status = Command::new("ip")
+                    .args(["netns", "exec", &guard.0.gen_ns])
+                    .arg(std::env::current_exe().unwrap())
+                    .args(std::env::args().skip(1))
+                    .env(NETNS_ENV, guard.0.to_env())
+                    .status()
+                    .expect("ip netns exec");
+                drop(guard);
+                if !status.success() {
+                    std::process::exit(status.code().unwrap_or(1));
+                }
+                return;
+            }
+        },
+        other => panic!("unknown --net {other} (loopback or veth)"),
+    };
+    let net = Net { veth };
     // Pin the generator (every thread) to core 1; jamd runs on core 0.
     let me = std::process::id().to_string();
     let _ = Command::new("taskset")
@@ -411,6 +729,7 @@ async fn main() {
         "mode={} events/s/player={} listeners={} payload={}B secs={}",
         a.mode, EVENTS_PER_SEC, LISTENERS, PAYLOAD_LEN, a.secs
     );
+    println!("{}", net.describe());
     println!(
         "{:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>10} {:>8} {:>11} {:>11} {:>7}",
         "players",
@@ -429,11 +748,11 @@ async fn main() {
         "KiB/pl"
     );
     for &n in &a.players {
-        let j = start_jamd().await;
+        let j = start_jamd(&net).await;
         let pid = j.child.id();
         let (_, rss0) = proc_stat(pid);
         let session = 0x00be_0c4a_0000_0000 | n as u64;
-        let players = connect_players(&j, session, n).await;
+        let players = connect_players(&j, &net, session, n).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let (_, rss1) = proc_stat(pid);
         // Listeners are the last LISTENERS players; in conductor mode the
@@ -475,8 +794,11 @@ async fn main() {
         let m0 = metrics(j.http).await;
         let (cpu0, _) = proc_stat(pid);
         let rcpu0 = thread_cpu(pid, j.relay_tid);
+        let cpus0 = CpuNet::read();
         let t0 = Instant::now();
         let (mut d, received, want) = run_load(&senders, listeners, a.secs, expected);
+        let cpus1 = CpuNet::read();
+        let relay_cpu = last_cpu(pid, j.relay_tid);
         let (cpu1, _) = proc_stat(pid);
         let rcpu1 = thread_cpu(pid, j.relay_tid);
         let wall = t0.elapsed().as_secs_f64();
@@ -487,7 +809,8 @@ async fn main() {
             .filter(|(k, _)| k.starts_with("jamd_relay_dropped_total"))
             .map(|(_, v)| v)
             .sum();
-        // Baseline: the same per-listener packet rate straight over loopback.
+        // Baseline: the same per-listener packet rate straight over loopback
+        // (with `--net veth`, the generator namespace's own loopback).
         let per_listener_rate = (n as u64 - 1) * EVENTS_PER_SEC;
         let base_listener = UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = base_listener.local_addr().unwrap();
@@ -522,6 +845,10 @@ async fn main() {
             delta("jamd_relay_bytes_in_total") / wall,
             delta("jamd_relay_bytes_out_total") / wall,
             (rss1 as f64 - rss0 as f64) / n as f64,
+        );
+        println!(
+            "        {}; relay thread last on cpu {relay_cpu}",
+            cpus1.since(&cpus0)
         );
         drop(players);
     }
