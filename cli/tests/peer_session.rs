@@ -171,7 +171,9 @@ fn a_proposed_tempo_reaches_the_other_peer_through_jamd() {
     let dir = tempfile::tempdir().unwrap();
     let jamd = JamdProcess::start(&dir.path().join("jamd"));
     // Ann waits (and creates the session); Bob joins and proposes 90 BPM.
-    let mut ann = server_peer(&jamd, dir.path(), "ann", &["--duration", "14"]);
+    // Ann's run leaves room for Bob's registration, log-in and join on a
+    // slow machine before his proposal has to reach her.
+    let mut ann = server_peer(&jamd, dir.path(), "ann", &["--duration", "30"]);
     ann.process()
         .expect_stderr("ann on the relay", Duration::from_secs(30), |l| {
             l.contains("relay accepted us")
