@@ -143,6 +143,14 @@ pub struct CaptureStatus {
     pub error: Option<String>,
 }
 
+/// Wall-clock time since the Unix epoch, zero for a clock set before it:
+/// for the capture's start record and its file name, never for timing.
+fn since_unix_epoch() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 /// The name of the `attempt`-th (from 1) capture file for a session started
 /// at `unix_secs` (UTC): `2026-11-21_142510_<session>.scp`, then `_2`,
 /// `_3`, ... before the extension. The session label keeps ASCII letters,
@@ -272,10 +280,8 @@ impl Recording {
                 path: path.to_path_buf(),
                 source,
             })?;
-        let wall_clock_unix_micros = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
+        let wall_clock_unix_micros =
+            i64::try_from(since_unix_epoch().as_micros()).unwrap_or(i64::MAX);
         let session_start = SessionStart {
             schema_version: SCHEMA_VERSION,
             session_schema: start.session_schema,
@@ -331,10 +337,7 @@ impl Recording {
             path: folder.clone(),
             source,
         })?;
-        let unix_secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
+        let unix_secs = i64::try_from(since_unix_epoch().as_secs()).unwrap_or(i64::MAX);
         let start = RecordingStart {
             recorder,
             recorder_name: target.recorder_name.clone(),
