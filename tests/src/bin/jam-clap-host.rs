@@ -138,6 +138,7 @@ fn open_editor(
     use clack_extensions::gui::{GuiApiType, GuiConfiguration, PluginGui, Window};
     use x11rb::connection::Connection;
     use x11rb::protocol::xproto::{ConnectionExt, CreateWindowAux, WindowClass};
+    use x11rb::wrapper::ConnectionExt as _;
     let gui: PluginGui = instance
         .plugin_handle()
         .get_extension()
@@ -171,7 +172,11 @@ fn open_editor(
         &CreateWindowAux::new(),
     )?;
     conn.map_window(win)?;
-    conn.flush()?;
+    // Wait until the server has made the window: the editor reparents into
+    // it over its own connection, and requests on two connections are not
+    // ordered (a flush alone let the editor's ReparentWindow arrive first
+    // and fail with BadWindow).
+    conn.sync()?;
     // SAFETY: the window lives as long as the connection, which the caller
     // keeps until after the editor is destroyed.
     unsafe { gui.set_parent(&instance.plugin_handle(), Window::from_x11_handle(win as _)) }
