@@ -12,12 +12,22 @@ use jam_capture::Identity;
 use jam_capture::reader::CaptureReader;
 use jam_capture::record::{Direction, MidiEvent, Record};
 use jam_core::{Beats, Micros, MonotonicClock, PeerId, ShortMessage};
-use jam_engine::net::{NetCommand, NetEvent, Role, SessionAddress, net_link};
+use jam_engine::net::{NetCommand, NetEvent, NetPort, Role, SessionAddress, net_link};
 use jam_engine::{
-    Block, Engine, EngineConfig, EventBuffer, HostEvent, MAX_EVENTS_PER_BLOCK, Recording,
-    RecordingError, RecordingStart,
+    Block, Engine, EngineConfig, EngineControl, EngineRt, EventBuffer, HostEvent,
+    MAX_EVENTS_PER_BLOCK, Recording, RecordingError, RecordingStart, WorkerHandle,
 };
 use rand::SeedableRng;
+
+/// An engine for `local` with its worker running, whose network side is
+/// this test (the `NetPort`).
+fn engine_at_port(local: PeerId) -> (EngineRt, WorkerHandle, EngineControl, NetPort) {
+    let (rt, worker) = Engine::new(EngineConfig::new(local));
+    let (link, port) = net_link();
+    let handle = worker.spawn(link).unwrap();
+    let control = handle.control();
+    (rt, handle, control, port)
+}
 
 #[test]
 fn the_worker_records_sent_and_received_events_with_their_beats() {
@@ -30,10 +40,7 @@ fn the_worker_records_sent_and_received_events_with_their_beats() {
     let carol = PeerId([7; 16]);
     let clock = MonotonicClock::new();
 
-    let (mut rt, worker) = Engine::new(EngineConfig::new(local));
-    let (link, mut port) = net_link();
-    let handle = worker.spawn(link).unwrap();
-    let control = handle.control();
+    let (mut rt, handle, control, mut port) = engine_at_port(local);
     let start = RecordingStart {
         recorder: local,
         recorder_name: "me".into(),
@@ -210,10 +217,7 @@ fn the_record_switch_starts_and_finishes_captures_in_the_folder() {
     let local = PeerId([1; 16]);
     let clock = MonotonicClock::new();
 
-    let (mut rt, worker) = Engine::new(EngineConfig::new(local));
-    let (link, mut port) = net_link();
-    let handle = worker.spawn(link).unwrap();
-    let control = handle.control();
+    let (mut rt, handle, control, mut port) = engine_at_port(local);
     // The worker has ticked `n` more times (so it has seen the switch).
     let ticks = |n: u64| {
         let t0 = control.counters().ticks;
@@ -405,10 +409,7 @@ fn the_record_switch_names_captures_after_the_session_document() {
     let (_, key) = key_file(dir.path(), &mut rng);
     let local = PeerId([1; 16]);
     let clock = MonotonicClock::new();
-    let (rt, worker) = Engine::new(EngineConfig::new(local));
-    let (link, mut port) = net_link();
-    let handle = worker.spawn(link).unwrap();
-    let control = handle.control();
+    let (rt, handle, control, mut port) = engine_at_port(local);
     control.enable_session(SessionSetup::new("Ana", 120.0, 0, &mut rng), local, clock);
     // Commands are carried out in order, apart from the network's events:
     // once the command after it comes out, the session is on.
@@ -533,10 +534,7 @@ fn fill_the_disk(mount: &std::path::Path, key: &std::path::Path) {
     use std::time::{Duration, Instant};
     let local = PeerId([1; 16]);
     let clock = MonotonicClock::new();
-    let (mut rt, worker) = Engine::new(EngineConfig::new(local));
-    let (link, mut port) = net_link();
-    let handle = worker.spawn(link).unwrap();
-    let control = handle.control();
+    let (mut rt, handle, control, mut port) = engine_at_port(local);
     record_into(
         &rt,
         &control,
