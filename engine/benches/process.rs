@@ -18,15 +18,19 @@
 //! never goes idle: the difference between the two runs is what returning
 //! from idle costs on the machine, not what `process()` costs.
 //!
+//! A third figure, `monitor synth alone, 32 voices sounding`, is criterion's
+//! mean for the synth rendering one block with every voice busy, hot: the
+//! steadiest measure of the synth's per-voice work.
+//!
 //! Run: `cargo bench -p jam-engine --bench process`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use jam_core::{Beats, Micros, PeerId, ShortMessage};
 use jam_engine::net::{NetEvent, net_link};
-use jam_engine::synth::MonitorSynth;
+use jam_engine::synth::{self, MonitorSynth};
 use jam_engine::{
-    Block, Engine, EngineConfig, EngineRt, EventBuffer, MAX_EVENTS_PER_BLOCK, Role, Settings,
-    WorkerHandle,
+    Block, Engine, EngineConfig, EngineRt, EventBuffer, MAX_EVENTS_PER_BLOCK, OutEvent, Role,
+    Settings, WorkerHandle,
 };
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -40,7 +44,7 @@ struct Rig {
     rt: EngineRt,
     _handle: WorkerHandle,
     events: tokio::sync::mpsc::Sender<NetEvent>,
-    out: EventBuffer<jam_engine::OutEvent>,
+    out: EventBuffer<OutEvent>,
     left: Vec<f32>,
     right: Vec<f32>,
     block: u64,
@@ -213,6 +217,43 @@ fn involuntary_switches() -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The monitor synth alone with every voice sounding: 8 slots (all five
+/// timbres) × 4 notes, past their attack, one 256-sample block rendered
+/// from the same state each time. A hot-cache figure for the synth's
+/// per-voice work, steadier on a noisy machine than the per-block
+/// distribution.
+fn synth_hot(c: &mut Criterion) {
+    let mut template = MonitorSynth::new(SR as f32, 0.8);
+    let mut notes = Vec::new();
+    for slot in 0..PEERS {
+        for k in 0..4u8 {
+            notes.push(OutEvent {
+                offset: 0,
+                msg: ShortMessage::note_on(slot, 48 + 7 * k + slot, 100),
+                slot,
+                source: None,
+            });
+        }
+    }
+    let (mut left, mut right) = (vec![0.0f32; BLOCK], vec![0.0f32; BLOCK]);
+    template.render(&notes, 0.8, &mut left, &mut right);
+    template.render(&[], 0.8, &mut left, &mut right);
+    assert_eq!(template.active_voices(), synth::MAX_VOICES);
+    c.bench_function(
+        "monitor synth alone, 32 voices sounding, 256 samples",
+        |b| {
+            b.iter_batched_ref(
+                || template.clone(),
+                |s| {
+                    s.render(&[], 0.8, &mut left, &mut right);
+                    black_box(left[BLOCK - 1] + right[BLOCK - 1])
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        },
+    );
+}
+
 fn bench(c: &mut Criterion) {
     let mut rig = Rig::new(true);
     c.bench_function("process_block 256 @48k, 8 peers x 50 ev/s", |b| {
@@ -331,6 +372,6 @@ fn bench(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(10));
-    targets = bench
+    targets = synth_hot, bench
 }
 criterion_main!(benches);

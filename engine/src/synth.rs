@@ -16,6 +16,7 @@
 use crate::{MAX_PEERS, OutEvent};
 use jam_core::ShortMessage;
 use multiversion::multiversion;
+use multiversion::target::target_cfg_f;
 use std::f32::consts::TAU;
 
 /// Voices in the pool; the oldest is stolen (releasing ones first).
@@ -197,12 +198,13 @@ fn key_to_hz(key: u8) -> f32 {
 /// `dt` = increment, `inv_dt` = 1/dt), which band-limits saw and square
 /// edges.
 #[inline(always)]
-fn poly_blep(t: f32, dt: f32, inv_dt: f32) -> f32 {
+fn poly_blep(fma: bool, t: f32, dt: f32, inv_dt: f32) -> f32 {
     // Both branches computed, one selected: no jump in the hot loop.
     let a = t * inv_dt;
     let b = (t - 1.0) * inv_dt;
-    let after = a + a - a * a - 1.0;
-    let before = b * b + b + b + 1.0;
+    // a(2 - a) - 1 and b(b + 2) + 1.
+    let after = madd(fma, a, 2.0 - a, -1.0);
+    let before = madd(fma, b, b + 2.0, 1.0);
     let r = if t > 1.0 - dt { before } else { 0.0 };
     if t < dt { after } else { r }
 }
@@ -506,30 +508,35 @@ impl MonitorSynth {
 ///
 /// Compiled twice: for the baseline CPU and with AVX2 + FMA, chosen at run
 /// time (`multiversion`: one cached CPU check, no allocation); the AVX2 clone
-/// does eight samples per instruction instead of four.
+/// does eight samples per instruction instead of four, and fuses each
+/// multiply-add into one instruction (`fma` below is a compile-time
+/// constant in each clone).
 #[multiversion(targets("x86_64+avx2+fma"))]
 fn render_run(v: &mut Voice, wave: Wave, left: &mut [f32], right: &mut [f32]) {
+    let fma = target_cfg_f!(target_feature = "fma");
     let (gl, gr) = (v.gain * v.pan_l, v.gain * v.pan_r);
     let (p0, inc, e0, step) = (v.phase, v.inc, v.env, v.step);
     let dt = inc as f32 * SCALE;
     let inv_dt = if dt > 0.0 { 1.0 / dt } else { 0.0 };
     let len = left.len();
     match wave {
-        Wave::Sine => run(left, right, p0, inc, e0, step, gl, gr, |p, _| sine(p)),
-        Wave::Triangle => run(left, right, p0, inc, e0, step, gl, gr, |p, _| {
-            1.0 - 4.0 * signed_cycles(p).abs()
+        Wave::Sine => run(fma, left, right, p0, inc, e0, step, gl, gr, |p, _| {
+            sine(fma, p)
         }),
-        Wave::Saw => run(left, right, p0, inc, e0, step, gl, gr, |p, _| {
+        Wave::Triangle => run(fma, left, right, p0, inc, e0, step, gl, gr, |p, _| {
+            madd(fma, -4.0, signed_cycles(p).abs(), 1.0)
+        }),
+        Wave::Saw => run(fma, left, right, p0, inc, e0, step, gl, gr, |p, _| {
             // Edge at half a cycle: 2u runs from -1 up to 1.
             let u = signed_cycles(p);
-            2.0 * u - poly_blep(u + 0.5, dt, inv_dt)
+            2.0 * u - poly_blep(fma, u + 0.5, dt, inv_dt)
         }),
-        Wave::Square => run(left, right, p0, inc, e0, step, gl, gr, |p, _| {
+        Wave::Square => run(fma, left, right, p0, inc, e0, step, gl, gr, |p, _| {
             let u = signed_cycles(p);
             let sq = if u < 0.0 { -1.0 } else { 1.0 };
             // Edges at 0 (rising) and half a cycle (falling).
             let t_rise = if u < 0.0 { u + 1.0 } else { u };
-            sq + poly_blep(t_rise, dt, inv_dt) - poly_blep(u + 0.5, dt, inv_dt)
+            sq + poly_blep(fma, t_rise, dt, inv_dt) - poly_blep(fma, u + 0.5, dt, inv_dt)
         }),
         Wave::Bell => {
             // Modulator at twice the carrier; index 1.5 rad scaled by the
@@ -538,11 +545,11 @@ fn render_run(v: &mut Voice, wave: Wave, left: &mut [f32], right: &mut [f32]) {
             let m0 = v.mod_phase;
             let minc = inc.wrapping_mul(2);
             let mut k = 0u32;
-            run(left, right, p0, inc, e0, step, gl, gr, |p, env| {
+            run(fma, left, right, p0, inc, e0, step, gl, gr, |p, env| {
                 let mp = m0.wrapping_add(minc.wrapping_mul(k));
                 k += 1;
-                let m = sine(mp) * INDEX * env;
-                sine(p.wrapping_add(m as i32 as u32))
+                let m = sine(fma, mp) * INDEX * env;
+                sine(fma, p.wrapping_add(m as i32 as u32))
             });
             v.mod_phase = m0.wrapping_add(minc.wrapping_mul(len as u32));
         }
@@ -559,6 +566,7 @@ fn render_run(v: &mut Voice, wave: Wave, left: &mut [f32], right: &mut [f32]) {
     reason = "the hot loop's state, kept in registers"
 )]
 fn run(
+    fma: bool,
     left: &mut [f32],
     right: &mut [f32],
     p0: u32,
@@ -573,11 +581,20 @@ fn run(
     // conversion to float is one instruction per lane.
     for (k, (l, r)) in (0i32..).zip(left.iter_mut().zip(right.iter_mut())) {
         let p = p0.wrapping_add(inc.wrapping_mul(k as u32));
-        let env = e0 + step * k as f32;
+        let env = madd(fma, step, k as f32, e0);
         let x = osc(p, env) * env;
-        *l += x * gl;
-        *r += x * gr;
+        *l = madd(fma, x, gl, *l);
+        *r = madd(fma, x, gr, *r);
     }
+}
+
+/// `a·b + c`: one fused instruction where `fma` (a constant in each
+/// compiled clone of [`render_run`]), else a multiply and an add. Never the
+/// library's software `fmaf`, which a plain `mul_add` becomes on a CPU
+/// without FMA.
+#[inline(always)]
+fn madd(fma: bool, a: f32, b: f32, c: f32) -> f32 {
+    if fma { a.mul_add(b, c) } else { a * b + c }
 }
 
 /// A phase accumulator value as a signed fraction of a cycle, -0.5..0.5.
@@ -591,7 +608,7 @@ fn signed_cycles(p: u32) -> f32 {
 /// accuracy of a 1024-entry interpolated table, with no memory access and no
 /// branch).
 #[inline(always)]
-fn sine(p: u32) -> f32 {
+fn sine(fma: bool, p: u32) -> f32 {
     // z in -2..2 stands for -π..π in units of π/2.
     let z = 4.0 * signed_cycles(p);
     let a = z.abs();
@@ -603,7 +620,10 @@ fn sine(p: u32) -> f32 {
     const C5: f32 = 0.079_692_63;
     const C7: f32 = -0.004_681_754;
     const C9: f32 = 0.000_160_441_2;
-    z * (C1 + z2 * (C3 + z2 * (C5 + z2 * (C7 + z2 * C9))))
+    let h = madd(fma, z2, C9, C7);
+    let h = madd(fma, z2, h, C5);
+    let h = madd(fma, z2, h, C3);
+    z * madd(fma, z2, h, C1)
 }
 
 /// 2⁻³²: phase accumulator units to cycles.
@@ -645,16 +665,19 @@ mod tests {
 
     #[test]
     fn the_polynomial_sine_matches_sin_over_the_whole_cycle() {
-        let mut worst = 0.0f64;
-        for i in 0..100_003u64 {
-            let p = (i * 42_949) as u32; // walks the cycle, both halves
-            let want = (std::f64::consts::TAU * p as f64 / 4_294_967_296.0).sin();
-            worst = worst.max((sine(p) as f64 - want).abs());
+        // Both ways of evaluating it: fused (the AVX2 + FMA clone) and not.
+        for fma in [false, true] {
+            let mut worst = 0.0f64;
+            for i in 0..100_003u64 {
+                let p = (i * 42_949) as u32; // walks the cycle, both halves
+                let want = (std::f64::consts::TAU * p as f64 / 4_294_967_296.0).sin();
+                worst = worst.max((sine(fma, p) as f64 - want).abs());
+            }
+            assert!(worst < 1e-5, "fma {fma}: worst error {worst}");
+            assert_eq!(sine(fma, 0), 0.0);
+            assert!((sine(fma, 1 << 30) - 1.0).abs() < 1e-5);
+            assert!((sine(fma, 3 << 30) + 1.0).abs() < 1e-5);
         }
-        assert!(worst < 1e-5, "worst error {worst}");
-        assert_eq!(sine(0), 0.0);
-        assert!((sine(1 << 30) - 1.0).abs() < 1e-5);
-        assert!((sine(3 << 30) + 1.0).abs() < 1e-5);
     }
 
     #[test]
