@@ -18,7 +18,12 @@
 //! Modes:
 //! - `mesh`: every player's events go to every other player (fan-out N-1);
 //! - `conductor`: players send to one conductor member, which sends
-//!   10 events/s to everyone (the Global Net Orchestra's star).
+//!   10 events/s to everyone (the Global Net Orchestra's star). Two
+//!   directions are measured, each with its own row: the players' events
+//!   at the conductor (the table row), and the conductor's fan-out copies
+//!   at [`FAN_LISTENERS`] players spread evenly over the session's member
+//!   order, which is the order of the relay's sends (the `fan-out` line
+//!   under it; its base is the same generator at 10 events/s per listener).
 //!
 //! Networks (`--net`):
 //! - `loopback` (default): jamd and the generator share 127.0.0.1. The
@@ -64,6 +69,8 @@ use jam_transport::relay::{
 
 const EVENTS_PER_SEC: u64 = 10;
 const LISTENERS: usize = 4;
+/// Players that record the conductor's fan-out copies (conductor mode).
+const FAN_LISTENERS: usize = 16;
 const PAYLOAD_LEN: usize = 48;
 
 fn wall_us() -> u64 {
@@ -600,13 +607,12 @@ impl Delays {
 }
 
 /// Sends from `senders` on schedule for `secs`, reads `listeners`, returns
-/// (delays in ns, packets received by listeners, expected).
+/// per listener (delays in ns, packets received).
 fn run_load(
     senders: &[(UdpSocket, u32, u32, SocketAddr, u64)],
     listeners: Vec<UdpSocket>,
     secs: u64,
-    expected_per_listener: u64,
-) -> (Delays, u64, u64) {
+) -> Vec<(Delays, u64)> {
     let origin = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
@@ -665,15 +671,47 @@ fn run_load(
     }
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
+    handles
+        .into_iter()
+        .map(|h| {
+            let (d, c) = h.join().unwrap();
+            (Delays(d), c)
+        })
+        .collect()
+}
+
+/// The delays and received counts of several listeners, merged.
+fn merged(results: &[(Delays, u64)]) -> (Delays, u64) {
     let mut all = Delays::default();
     let mut received = 0;
-    let nl = handles.len() as u64;
-    for h in handles {
-        let (d, c) = h.join().unwrap();
-        all.0.extend(d);
+    for (d, c) in results {
+        all.0.extend_from_slice(&d.0);
         received += c;
     }
-    (all, received, expected_per_listener * nl)
+    (all, received)
+}
+
+/// The loopback path without the relay: `listeners` sockets each fed by
+/// `per_listener` senders at 10 events/s for `secs` (with `--net veth`,
+/// the generator namespace's own loopback).
+fn baseline(listeners: usize, per_listener: u64, secs: u64) -> Delays {
+    let socks: Vec<UdpSocket> = (0..listeners)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let mut senders = Vec::new();
+    for s in &socks {
+        let to = s.local_addr().unwrap();
+        for i in 0..per_listener.max(1) {
+            senders.push((
+                UdpSocket::bind("127.0.0.1:0").unwrap(),
+                i as u32,
+                0u32,
+                to,
+                0u64,
+            ));
+        }
+    }
+    merged(&run_load(&senders, socks, secs)).0
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -755,10 +793,12 @@ async fn main() {
         let players = connect_players(&j, &net, session, n).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let (_, rss1) = proc_stat(pid);
-        // Listeners are the last LISTENERS players; in conductor mode the
-        // conductor is player 0 and is also read.
+        // Listeners: in mesh mode the last LISTENERS players; in conductor
+        // mode the conductor (player 0), then FAN_LISTENERS players spread
+        // over the member order for the fan-out copies.
         let mut senders = Vec::new();
         let mut listeners = Vec::new();
+        let mut fan_players = Vec::new();
         let expected = (n as u64 - 1) * EVENTS_PER_SEC * a.secs;
         match a.mode.as_str() {
             "mesh" => {
@@ -788,6 +828,14 @@ async fn main() {
                     ));
                 }
                 listeners.push(players[0].sock.try_clone().unwrap());
+                fan_players = (1..=FAN_LISTENERS)
+                    .map(|k| (k * (n - 1)).div_ceil(FAN_LISTENERS))
+                    .filter(|&i| i > 0)
+                    .collect();
+                fan_players.dedup();
+                for &i in &fan_players {
+                    listeners.push(players[i].sock.try_clone().unwrap());
+                }
             }
             m => panic!("unknown mode {m}"),
         }
@@ -796,7 +844,7 @@ async fn main() {
         let rcpu0 = thread_cpu(pid, j.relay_tid);
         let cpus0 = CpuNet::read();
         let t0 = Instant::now();
-        let (mut d, received, want) = run_load(&senders, listeners, a.secs, expected);
+        let results = run_load(&senders, listeners, a.secs);
         let cpus1 = CpuNet::read();
         let relay_cpu = last_cpu(pid, j.relay_tid);
         let (cpu1, _) = proc_stat(pid);
@@ -809,24 +857,16 @@ async fn main() {
             .filter(|(k, _)| k.starts_with("jamd_relay_dropped_total"))
             .map(|(_, v)| v)
             .sum();
-        // Baseline: the same per-listener packet rate straight over loopback
-        // (with `--net veth`, the generator namespace's own loopback).
-        let per_listener_rate = (n as u64 - 1) * EVENTS_PER_SEC;
-        let base_listener = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let to = base_listener.local_addr().unwrap();
-        let base_senders: Vec<_> = (0..(per_listener_rate / EVENTS_PER_SEC).max(1))
-            .map(|i| {
-                (
-                    UdpSocket::bind("127.0.0.1:0").unwrap(),
-                    i as u32,
-                    0u32,
-                    to,
-                    0u64,
-                )
-            })
-            .collect();
-        let base_secs = a.secs;
-        let (mut b, _, _) = run_load(&base_senders, vec![base_listener], base_secs, 0);
+        // The table row: in mesh mode every listener, in conductor mode the
+        // conductor; the baseline is one listener at the same packet rate.
+        let main = if fan_players.is_empty() {
+            results.len()
+        } else {
+            1
+        };
+        let (mut d, received) = merged(&results[..main]);
+        let want = expected * main as u64;
+        let mut b = baseline(1, n as u64 - 1, a.secs);
         let p99 = d.pct(0.99);
         let b99 = b.pct(0.99);
         println!(
@@ -846,6 +886,26 @@ async fn main() {
             delta("jamd_relay_bytes_out_total") / wall,
             (rss1 as f64 - rss0 as f64) / n as f64,
         );
+        if !fan_players.is_empty() {
+            let (mut f, got) = merged(&results[main..]);
+            let want = fan_players.len() as u64 * EVENTS_PER_SEC * a.secs;
+            let mut fb = baseline(fan_players.len(), 1, a.secs);
+            let (f99, fb99) = (f.pct(0.99), fb.pct(0.99));
+            println!(
+                "        fan-out copies at {} players (positions {:?}): p50 {:.3} p99 {:.3} \
+                 base p50 {:.3} base p99 {:.3} added99 {:.3} p99.9 {:.3} max {:.3} ms, loss {}",
+                fan_players.len(),
+                fan_players,
+                f.pct(0.5),
+                f99,
+                fb.pct(0.5),
+                fb99,
+                f99 - fb99,
+                f.pct(0.999),
+                f.pct(1.0),
+                want.saturating_sub(got),
+            );
+        }
         println!(
             "        {}; relay thread last on cpu {relay_cpu}",
             cpus1.since(&cpus0)

@@ -67,6 +67,41 @@ async fn data_fans_out_to_every_other_member_and_unicasts() {
     ts.stop().await;
 }
 
+/// A session larger than one send slice: the relay queues each broadcast and
+/// sends it a slice at a time between reads. Every copy still arrives, in
+/// the order its sender sent them, and a unicast sent meanwhile by another
+/// member gets through too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_fan_outs_arrive_whole_and_in_order_with_other_traffic_between() {
+    use jam_control_plane::relay::server::FANOUT_SLICE;
+    let ts = TestServer::start(Backend::Sqlite).await.unwrap();
+    let n = FANOUT_SLICE + 3;
+    let (_, mut m) = session_with(&ts, n).await;
+    let ids: Vec<u32> = m.iter().map(|(_, c, _)| c.member).collect();
+    let sent: Vec<Vec<u8>> = (0..5u8).map(|k| vec![k; 32]).collect();
+    for p in &sent {
+        m[0].1.send_data(0, p);
+    }
+    m[1].1.send_data(ids[n - 1], b"unicast");
+    for (i, (_, c, _)) in m.iter_mut().enumerate().skip(1) {
+        let got = c.drain_data(WAIT * 3);
+        let from0: Vec<&Vec<u8>> = got
+            .iter()
+            .filter(|(s, _)| *s == ids[0])
+            .map(|(_, p)| p)
+            .collect();
+        assert_eq!(from0, sent.iter().collect::<Vec<_>>(), "member {i}");
+        let others: Vec<_> = got.iter().filter(|(s, _)| *s != ids[0]).collect();
+        if i == n - 1 {
+            assert_eq!(others, [&(ids[1], b"unicast".to_vec())], "member {i}");
+        } else {
+            assert!(others.is_empty(), "member {i}: {others:?}");
+        }
+    }
+    assert_eq!(m[0].1.recv_data(WAIT), None, "no echo to the sender");
+    ts.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_members_cannot_inject_or_read() {
     let ts = TestServer::start(Backend::Sqlite).await.unwrap();

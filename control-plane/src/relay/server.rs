@@ -7,7 +7,16 @@
 //! members, applies commands from the HTTP side (revocations), publishes a
 //! statistics snapshot and hands relay events to the async side. A member
 //! coming online is published at once, before its hello is acknowledged.
+//!
+//! Large fan-outs do not hold up reading ([`FanOuts`]): a packet with more
+//! than [`FANOUT_SLICE`] copies is queued and sent a slice at a time, with a
+//! non-blocking read between slices, so one member's packet to a
+//! thousand-player session (a few milliseconds of sends on a small machine)
+//! does not make every other packet wait behind it. Packets with few copies
+//! go out at once unless their sender already has copies queued (its packets
+//! stay in order).
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +34,16 @@ use super::core::{
 
 /// How often the loop wakes up when no packet arrives, and publishes stats.
 const TICK_MS: u64 = 100;
+
+/// Copies of one queued fan-out sent between two reads of the socket: on
+/// the reference machine a copy costs about 4 µs, so a packet that arrives
+/// during a fan-out waits at most about 64 µs for its turn.
+pub const FANOUT_SLICE: usize = 16;
+
+/// Fan-outs queued at most; past this a fan-out is sent whole before the
+/// next read (the old behaviour), so a relay that cannot keep up lets the
+/// kernel's socket buffer drop packets instead of growing without bound.
+pub const MAX_QUEUED_FANOUTS: usize = 256;
 
 /// A command from the rest of the server to the relay thread.
 #[derive(Debug, Clone)]
@@ -118,6 +137,91 @@ pub fn spawn(
     })
 }
 
+/// A queued fan-out: one datagram and the destinations it still has to
+/// reach.
+#[derive(Debug, Default)]
+struct FanOut {
+    from: Option<SocketAddr>,
+    bytes: Vec<u8>,
+    to: Vec<SocketAddr>,
+    next: usize,
+}
+
+/// The fan-outs waiting to be sent, oldest first, and the buffers of
+/// finished ones for reuse (the relay thread reaches a steady state with no
+/// allocation per packet).
+#[derive(Debug, Default)]
+pub struct FanOuts {
+    queue: VecDeque<FanOut>,
+    spare: Vec<FanOut>,
+}
+
+impl FanOuts {
+    /// No copies are waiting.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Copies still to send, over every queued fan-out.
+    pub fn pending_copies(&self) -> usize {
+        self.queue.iter().map(|f| f.to.len() - f.next).sum()
+    }
+
+    /// Sends `bytes` from `from` to every address of `to` but the one at
+    /// `except`: at once through `send` when there are at most
+    /// [`FANOUT_SLICE`] copies and `from` has nothing queued (or when the
+    /// queue is full), else queued behind what is already waiting.
+    pub fn forward(
+        &mut self,
+        from: SocketAddr,
+        bytes: &[u8],
+        to: &[SocketAddr],
+        except: usize,
+        mut send: impl FnMut(&[u8], SocketAddr),
+    ) {
+        let copies = to.len() - usize::from(except < to.len());
+        let sender_waiting = self.queue.iter().any(|f| f.from == Some(from));
+        if (copies <= FANOUT_SLICE && !sender_waiting) || self.queue.len() >= MAX_QUEUED_FANOUTS {
+            for (i, dest) in to.iter().enumerate() {
+                if i != except {
+                    send(bytes, *dest);
+                }
+            }
+            return;
+        }
+        let mut f = self.spare.pop().unwrap_or_default();
+        f.from = Some(from);
+        f.bytes.clear();
+        f.bytes.extend_from_slice(bytes);
+        f.to.clear();
+        f.to.extend(
+            to.iter()
+                .enumerate()
+                .filter(|&(i, _)| i != except)
+                .map(|(_, d)| *d),
+        );
+        f.next = 0;
+        self.queue.push_back(f);
+    }
+
+    /// Sends the next [`FANOUT_SLICE`] copies of the oldest queued fan-out.
+    pub fn send_slice(&mut self, mut send: impl FnMut(&[u8], SocketAddr)) {
+        let Some(f) = self.queue.front_mut() else {
+            return;
+        };
+        let end = (f.next + FANOUT_SLICE).min(f.to.len());
+        for dest in &f.to[f.next..end] {
+            send(&f.bytes, *dest);
+        }
+        f.next = end;
+        if f.next == f.to.len()
+            && let Some(done) = self.queue.pop_front()
+        {
+            self.spare.push(done);
+        }
+    }
+}
+
 fn wall_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -138,8 +242,24 @@ fn run(
     let mut reply_buf = vec![0u8; MAX_PACKET_LEN + 1];
     let mut next_tick = now();
     let mut last_published = RelayStats::default();
+    let mut fan_outs = FanOuts::default();
+    // A full send buffer or an unreachable peer must not stop the fan-out
+    // to the others: send errors are ignored.
+    let send = |bytes: &[u8], dest: SocketAddr| {
+        let _ = socket.send_to(bytes, dest);
+    };
+    let mut nonblocking = false;
     tracing::info!(addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "relay listening");
     loop {
+        // While copies are queued, reading must not wait: between two
+        // slices only what has already arrived is read.
+        let want_nonblocking = !fan_outs.is_empty();
+        if nonblocking != want_nonblocking {
+            nonblocking = want_nonblocking;
+            if let Err(e) = socket.set_nonblocking(nonblocking) {
+                tracing::error!(error = %e, "relay socket mode");
+            }
+        }
         match socket.recv_from(&mut buf) {
             Ok((n, from)) => {
                 let t = now();
@@ -155,13 +275,7 @@ fn run(
                         }
                     }
                     Output::Forward { to, except } => {
-                        for (i, dest) in to.iter().enumerate() {
-                            if i != except {
-                                // A full send buffer or an unreachable peer
-                                // must not stop the fan-out to the others.
-                                let _ = socket.send_to(&buf[..n], dest);
-                            }
-                        }
+                        fan_outs.forward(from, &buf[..n], to, except, send);
                     }
                 }
                 let mut changed = false;
@@ -192,6 +306,7 @@ fn run(
                 std::thread::sleep(Duration::from_millis(TICK_MS));
             }
         }
+        fan_outs.send_slice(send);
         let t = now();
         if t < next_tick {
             continue;
@@ -252,4 +367,116 @@ pub fn drops(stats: &RelayStats) -> impl Iterator<Item = (&'static str, u64)> + 
     DropReason::ALL
         .iter()
         .map(move |r| (r.label(), stats.dropped(*r)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(i: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16))
+    }
+
+    fn addrs(n: usize) -> Vec<SocketAddr> {
+        (0..n).map(addr).collect()
+    }
+
+    /// Records what would have been sent.
+    #[derive(Default)]
+    struct Sent(Vec<(Vec<u8>, SocketAddr)>);
+
+    impl Sent {
+        fn sink(&mut self) -> impl FnMut(&[u8], SocketAddr) + '_ {
+            |b, d| self.0.push((b.to_vec(), d))
+        }
+    }
+
+    #[test]
+    fn a_small_fan_out_goes_at_once_without_its_sender() {
+        let mut f = FanOuts::default();
+        let mut sent = Sent::default();
+        let to = addrs(FANOUT_SLICE + 1);
+        f.forward(addr(0), b"x", &to, 0, sent.sink());
+        assert!(f.is_empty());
+        let dests: Vec<_> = sent.0.iter().map(|(_, d)| *d).collect();
+        assert_eq!(dests, to[1..]);
+    }
+
+    #[test]
+    fn a_large_fan_out_is_sent_in_slices_to_everyone_once() {
+        let mut f = FanOuts::default();
+        let mut sent = Sent::default();
+        let to = addrs(100);
+        f.forward(addr(7), b"big", &to, 7, sent.sink());
+        assert!(sent.0.is_empty(), "queued, not sent");
+        assert_eq!(f.pending_copies(), 99);
+        let mut slices = 0;
+        while !f.is_empty() {
+            let before = sent.0.len();
+            f.send_slice(sent.sink());
+            assert!(sent.0.len() - before <= FANOUT_SLICE);
+            slices += 1;
+        }
+        assert_eq!(slices, 99usize.div_ceil(FANOUT_SLICE));
+        let mut dests: Vec<_> = sent.0.iter().map(|(_, d)| *d).collect();
+        dests.sort();
+        let mut want = to.clone();
+        want.remove(7);
+        assert_eq!(dests, want);
+        assert!(sent.0.iter().all(|(b, _)| b == b"big"));
+    }
+
+    #[test]
+    fn others_pass_a_queued_fan_out_and_its_sender_waits_behind_it() {
+        let mut f = FanOuts::default();
+        let mut sent = Sent::default();
+        let to = addrs(50);
+        f.forward(addr(0), b"first", &to, 0, sent.sink());
+        f.send_slice(sent.sink());
+        // Another member's unicast leaves before the rest of the fan-out.
+        f.forward(addr(1), b"unicast", &to[2..3], usize::MAX, sent.sink());
+        assert_eq!(sent.0.last().unwrap(), &(b"unicast".to_vec(), addr(2)));
+        // The fan-out's sender's next packet, even a unicast, queues.
+        let before = sent.0.len();
+        f.forward(addr(0), b"second", &to[3..4], usize::MAX, sent.sink());
+        assert_eq!(sent.0.len(), before);
+        while !f.is_empty() {
+            f.send_slice(sent.sink());
+        }
+        let to3: Vec<_> = sent
+            .0
+            .iter()
+            .filter(|(_, d)| *d == addr(3))
+            .map(|(b, _)| b.as_slice())
+            .collect();
+        assert_eq!(to3, [b"first".as_slice(), b"second"]);
+        assert_eq!(sent.0.len(), 49 + 1 + 1);
+    }
+
+    #[test]
+    fn a_full_queue_sends_the_next_fan_out_whole() {
+        let mut f = FanOuts::default();
+        let mut sent = Sent::default();
+        let to = addrs(40);
+        for i in 0..MAX_QUEUED_FANOUTS {
+            f.forward(addr(i), b"q", &to, usize::MAX, sent.sink());
+        }
+        assert!(sent.0.is_empty());
+        f.forward(addr(1000), b"now", &to, usize::MAX, sent.sink());
+        assert_eq!(sent.0.len(), 40);
+        assert_eq!(f.pending_copies(), 40 * MAX_QUEUED_FANOUTS);
+    }
+
+    #[test]
+    fn finished_fan_outs_lend_their_buffers_to_the_next() {
+        let mut f = FanOuts::default();
+        let to = addrs(64);
+        for round in 0..3 {
+            f.forward(addr(0), &[round; 40], &to, 0, |_, _| {});
+            while !f.is_empty() {
+                f.send_slice(|_, _| {});
+            }
+            assert_eq!(f.spare.len(), 1, "round {round}");
+        }
+    }
 }
