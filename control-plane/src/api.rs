@@ -653,7 +653,7 @@ async fn create_session(
         .await?
         .ok_or_else(|| ApiError::internal("session vanished after insert"))?;
     tracing::info!(session = %s.id, name = %s.name, owner = %u.username, "session created");
-    state.dashboard_changed();
+    state.dashboard_changed(&s.id);
     Ok((StatusCode::CREATED, Json(SessionView::from(&s))))
 }
 
@@ -873,7 +873,7 @@ async fn join_session(
     let expires_ms = now + state.config.ticket_ttl.as_millis() as i64;
     let (ticket, key) = Ticket::issue(&state.secret, sid, member_id, (expires_ms / 1000) as u64);
     tracing::info!(session = %s.id, member = member_id, user = %u.username, "joined");
-    state.dashboard_changed();
+    state.dashboard_changed(&s.id);
     let s = session_by_id(&state, &id).await?;
     Ok(Json(JoinResponse {
         member_id,
@@ -916,7 +916,10 @@ async fn list_members(
 /// whenever the list changes (a join, a leave, a member going on- or
 /// offline on the relay, new addresses). Authorised like the list, and
 /// again at every change: the stream ends when the caller may no longer
-/// see the members (left, session deleted).
+/// see the members (left, session deleted). It wakes on its own session's
+/// change count only (`Dashboard::sessions`), so changes elsewhere on the
+/// node cost it nothing; each wake-up re-reads (three queries) and counts
+/// in `jamd_member_stream_renders_total`.
 async fn member_events(
     State(state): State<AppState>,
     AuthUser(u): AuthUser,
@@ -924,10 +927,13 @@ async fn member_events(
 ) -> Result<Response, ApiError> {
     let s = session_by_id(&state, &id).await?;
     may_list_members(&state, &s, &u).await?;
-    let signal = state.dashboard.generation.subscribe();
+    // Subscribed before the first render reads the list: a change in
+    // between wakes the stream again.
+    let signal = state.dashboard.sessions.subscribe(&s.id);
     let st = state.clone();
-    let render = move |_generation: u64| {
+    let render = move |_count: u64| {
         let (state, id, u) = (st.clone(), s.id.clone(), u.clone());
+        state.metrics.member_stream_render();
         async move {
             let s = state.db.session(&id).await.ok()??;
             may_list_members(&state, &s, &u).await.ok()?;
@@ -949,7 +955,7 @@ async fn leave_session(
     };
     state.revoke(&s.id, member);
     tracing::info!(session = %s.id, member, user = %u.username, "left");
-    state.dashboard_changed();
+    state.dashboard_changed(&s.id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -967,7 +973,9 @@ async fn delete_session(
     for m in members {
         state.revoke(&s.id, m.member_id);
     }
-    state.dashboard_changed();
+    state.dashboard_changed(&s.id);
+    // Its streams end (their signal closes) and its count is not kept.
+    state.dashboard.sessions.forget(&s.id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -7,11 +7,15 @@
 //! public sessions only (for anyone) and everything (for administrators,
 //! recognised by their token cookie). `GET /api/events` streams the variant
 //! the viewer may see; `GET /api/dashboard` returns it once.
+//!
+//! The member streams (`GET /api/sessions/{id}/members/events`, in `api`)
+//! share the SSE loop (`event_stream`) but not the node-wide wake-up:
+//! each follows its own session's change count in [`SessionSignals`].
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -29,18 +33,19 @@ use crate::db;
 use crate::relay::MemberStats;
 use crate::server::AppState;
 
-/// The two published snapshot variants and the change signal.
+/// The two published snapshot variants and the change signals.
 #[derive(Debug)]
 pub struct Dashboard {
-    /// Wakes the builder early.
+    /// Wakes the builder early, on a change in any session.
     pub changed: Notify,
     /// JSON of the public view.
     pub public: watch::Sender<Arc<str>>,
     /// JSON of the administrators' view.
     pub admin: watch::Sender<Arc<str>>,
-    /// Counts changes to memberships and presence (joins, leaves, relay
-    /// hellos and goodbyes, reported addresses): member streams wake on it.
-    pub generation: watch::Sender<u64>,
+    /// One change count per followed session (joins, leaves, relay hellos
+    /// and goodbyes, reported addresses): a member stream wakes on its own
+    /// session's count only.
+    pub sessions: SessionSignals,
 }
 
 impl Default for Dashboard {
@@ -49,8 +54,78 @@ impl Default for Dashboard {
             changed: Notify::new(),
             public: watch::channel(Arc::from("{}")).0,
             admin: watch::channel(Arc::from("{}")).0,
-            generation: watch::channel(0).0,
+            sessions: SessionSignals::default(),
         }
+    }
+}
+
+/// Per-session change counts for the member streams, so a change in one
+/// session wakes only the streams of that session (a node-wide signal made
+/// every stream on the node re-read its list on every change anywhere).
+///
+/// An entry exists only while someone follows the session: [`subscribe`]
+/// makes it, [`bump`] of a session nobody follows does nothing, [`forget`]
+/// drops it when the session is deleted (its streams see the channel close
+/// and end), and [`prune`] drops entries whose streams have all ended. So
+/// the map holds at most the sessions with an open member stream, plus
+/// those whose last stream ended since the last prune.
+///
+/// [`subscribe`]: SessionSignals::subscribe
+/// [`bump`]: SessionSignals::bump
+/// [`forget`]: SessionSignals::forget
+/// [`prune`]: SessionSignals::prune
+#[derive(Debug, Default)]
+pub struct SessionSignals {
+    map: Mutex<HashMap<String, watch::Sender<u64>>>,
+}
+
+impl SessionSignals {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<u64>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A receiver of `session`'s change count (its id, 16 lowercase hex
+    /// digits, as stored), making the entry if it is the first.
+    pub fn subscribe(&self, session: &str) -> watch::Receiver<u64> {
+        let mut map = self.map();
+        match map.get(session) {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = watch::channel(0);
+                map.insert(session.to_string(), tx);
+                rx
+            }
+        }
+    }
+
+    /// Counts a change in `session`, waking its streams.
+    pub fn bump(&self, session: &str) {
+        if let Some(tx) = self.map().get(session) {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Drops `session`'s entry (the session is gone): its streams' signal
+    /// closes and they end.
+    pub fn forget(&self, session: &str) {
+        self.map().remove(session);
+    }
+
+    /// Drops the entries nobody follows any more; returns how many remain.
+    pub fn prune(&self) -> usize {
+        let mut map = self.map();
+        map.retain(|_, tx| tx.receiver_count() > 0);
+        map.len()
+    }
+
+    /// How many sessions have an entry.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// No session has an entry.
+    pub fn is_empty(&self) -> bool {
+        self.map().is_empty()
     }
 }
 
@@ -427,3 +502,50 @@ document.getElementById('login').addEventListener('submit', async (e) => {
   else document.getElementById('login-status').textContent = 'wrong username or password';
 });
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::SessionSignals;
+
+    const A: &str = "00000000000000a1";
+    const B: &str = "00000000000000b2";
+
+    #[test]
+    fn a_change_wakes_only_its_own_sessions_streams() {
+        let s = SessionSignals::default();
+        let a = s.subscribe(A);
+        let mut b = s.subscribe(B);
+        let b2 = s.subscribe(B);
+        s.bump(B);
+        s.bump(B);
+        assert!(!a.has_changed().unwrap(), "a change in B woke A");
+        assert!(b.has_changed().unwrap() && b2.has_changed().unwrap());
+        assert_eq!(*b.borrow_and_update(), 2);
+        s.bump(A);
+        assert!(a.has_changed().unwrap());
+        assert!(!b.has_changed().unwrap(), "a change in A woke B");
+    }
+
+    #[test]
+    fn entries_live_only_while_followed_and_until_the_session_is_deleted() {
+        let s = SessionSignals::default();
+        // Nobody follows A: counting its changes keeps nothing.
+        s.bump(A);
+        assert!(s.is_empty());
+        let a = s.subscribe(A);
+        let b = s.subscribe(B);
+        assert_eq!(s.len(), 2);
+        // A is deleted: its stream sees the signal close.
+        s.forget(A);
+        assert!(a.has_changed().is_err());
+        assert_eq!(s.len(), 1);
+        // A change after the delete (the relay's goodbye) brings nothing back.
+        s.bump(A);
+        assert_eq!(s.len(), 1);
+        // B's last stream ends: the next prune drops B.
+        assert_eq!(s.prune(), 1);
+        drop(b);
+        assert_eq!(s.prune(), 0);
+        assert!(s.is_empty());
+    }
+}

@@ -1,9 +1,10 @@
 //! Prometheus metrics at `/metrics`, in the text exposition format.
 //!
 //! The metric set is small and fixed (relay counters the relay thread
-//! already keeps, a few HTTP and blob counters, two gauges), so the text is
-//! written by hand rather than through a metrics registry crate: nothing
-//! extra on the relay's hot path, and no dependency for thirty lines.
+//! already keeps, a few HTTP, blob and member-stream counters, two
+//! gauges), so the text is written by hand rather than through a metrics
+//! registry crate: nothing extra on the relay's hot path, and no
+//! dependency for thirty lines.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +27,7 @@ pub struct Metrics {
     blob_out: AtomicU64,
     sessions: AtomicU64,
     members: AtomicU64,
+    member_stream_renders: AtomicU64,
 }
 
 impl Metrics {
@@ -43,6 +45,12 @@ impl Metrics {
     pub fn set_gauges(&self, sessions: u64, members: u64) {
         self.sessions.store(sessions, Ordering::Relaxed);
         self.members.store(members, Ordering::Relaxed);
+    }
+
+    /// Counts one member stream re-reading its session's list (woken by a
+    /// change in that session, or opened).
+    pub fn member_stream_render(&self) {
+        self.member_stream_renders.fetch_add(1, Ordering::Relaxed);
     }
 
     fn count_status(&self, status: u16) {
@@ -161,6 +169,12 @@ pub async fn render(State(state): State<AppState>) -> Response {
         "jamd_blob_bytes_out_total",
         "Bytes served from the blob store.",
         m.blob_out.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "jamd_member_stream_renders_total",
+        "Member list reads by member streams: one when a stream opens, one each time a change in its own session wakes it.",
+        m.member_stream_renders.load(Ordering::Relaxed),
     );
     let _ = writeln!(
         out,

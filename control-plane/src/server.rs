@@ -64,12 +64,12 @@ impl AppState {
             .collect()
     }
 
-    /// Asks the dashboard to rebuild now and wakes the member streams.
-    pub fn dashboard_changed(&self) {
+    /// Something in `session` (its id, 16 lowercase hex digits) changed:
+    /// asks the dashboard to rebuild now (it shows every session) and wakes
+    /// the member streams of that session only.
+    pub fn dashboard_changed(&self, session: &str) {
         self.dashboard.changed.notify_one();
-        self.dashboard
-            .generation
-            .send_modify(|g| *g = g.wrapping_add(1));
+        self.dashboard.sessions.bump(session);
     }
 }
 
@@ -205,7 +205,7 @@ async fn relay_events(
             e = rx.recv() => match e { Some(e) => e, None => return },
             _ = shutdown.changed() => return,
         };
-        match event {
+        let sid = match event {
             RelayEvent::Online {
                 session,
                 member,
@@ -222,21 +222,25 @@ async fn relay_events(
                     tracing::warn!(error = %e, "recording a member's addresses failed");
                 }
                 tracing::info!(session = %sid, member, %observed, "member online");
+                sid
             }
             RelayEvent::Offline {
                 session,
                 member,
                 reason,
             } => {
-                tracing::info!(session = %format!("{session:016x}"), member, ?reason, "member offline");
+                let sid = format!("{session:016x}");
+                tracing::info!(session = %sid, member, ?reason, "member offline");
+                sid
             }
-        }
-        state.dashboard_changed();
+        };
+        state.dashboard_changed(&sid);
     }
 }
 
 /// Every few seconds: revoke live relay members whose membership is gone
-/// from the database (left through another node), purge expired tokens.
+/// from the database (left through another node), forget the change counts
+/// of sessions whose member streams have all ended, purge expired tokens.
 async fn housekeeping(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let mut tick = 0u64;
     loop {
@@ -245,6 +249,7 @@ async fn housekeeping(state: AppState, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
         }
         tick += 1;
+        state.dashboard.sessions.prune();
         // One query per session with live members, not one per member.
         let mut live: std::collections::HashMap<u64, Vec<u32>> = std::collections::HashMap::new();
         for m in state.relay_snapshot().members {

@@ -2,10 +2,15 @@
 
 mod common;
 
+use std::collections::VecDeque;
+use std::time::Duration;
+
 use common::TestServer;
+use common::relay_client::RelayClient;
 use jam_control_plane::auth;
+use jam_join::sse::SseDecoder;
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
 both_backends!(
     accounts_and_tokens,
@@ -16,6 +21,7 @@ both_backends!(
     private_password_and_invite_only_sessions,
     blob_store_serves_exact_bytes_by_the_sharing_rules,
     metrics_and_dashboard_snapshot,
+    member_streams_wake_on_changes_in_their_own_session_only,
 );
 
 async fn accounts_and_tokens(ts: &TestServer) {
@@ -806,4 +812,151 @@ async fn metrics_and_dashboard_snapshot(ts: &TestServer) {
         .await
         .unwrap();
     assert!(page.contains("<script src=\"/dashboard.js\">"));
+}
+
+/// A member stream (`GET /api/sessions/{id}/members/events`) over real
+/// HTTP, decoded by the peers' own decoder.
+struct MemberStream {
+    resp: reqwest::Response,
+    decoder: SseDecoder,
+    ready: VecDeque<Value>,
+}
+
+impl MemberStream {
+    async fn open(ts: &TestServer, token: &str, session: &str) -> MemberStream {
+        let resp = ts
+            .http
+            .get(format!("{}/api/sessions/{session}/members/events", ts.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("stream request sent");
+        assert_eq!(resp.status(), StatusCode::OK);
+        MemberStream {
+            resp,
+            decoder: SseDecoder::new(),
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// The next member list; `None` when the stream ends.
+    async fn read(&mut self) -> Option<Value> {
+        loop {
+            if let Some(v) = self.ready.pop_front() {
+                return Some(v);
+            }
+            let chunk = self.resp.chunk().await.expect("stream readable")?;
+            for e in self.decoder.push(&chunk).expect("well-formed events") {
+                assert_eq!(e.event, "members", "{e:?}");
+                self.ready
+                    .push_back(serde_json::from_str(&e.data).expect("a JSON list"));
+            }
+        }
+    }
+
+    /// The next member list, which must come within 30 s.
+    async fn next(&mut self, what: &str) -> Value {
+        tokio::time::timeout(Duration::from_secs(30), self.read())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no event within 30 s"))
+            .unwrap_or_else(|| panic!("{what}: the stream ended"))
+    }
+}
+
+fn usernames(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|m| m["username"].as_str().expect("username"))
+        .collect()
+}
+
+/// A change in one session wakes only that session's member streams: a
+/// stream on A stays silent and re-reads nothing while B gains and loses
+/// members (and a third session comes and goes), then carries A's own
+/// changes, one event each, and `jamd_member_stream_renders_total` grows
+/// by A's reads only.
+async fn member_streams_wake_on_changes_in_their_own_session_only(ts: &TestServer) {
+    const RENDERS: &str = "jamd_member_stream_renders_total";
+    let olga = ts.user("olga").await;
+    let a = ts.session(&olga, "room-a").await;
+    let b = ts.session(&olga, "room-b").await;
+    ts.join(&olga, &a).await;
+    let before = ts.metric(RENDERS).await;
+    let mut stream = MemberStream::open(ts, &olga, &a).await;
+    let first = stream.next("the list at once").await;
+    assert_eq!(usernames(&first), ["olga"], "{first}");
+
+    // In B: three joins, a member coming online on the relay, a leave; a
+    // session C created and deleted.
+    let mut joined = Vec::new();
+    for name in ["bea", "bob", "bim"] {
+        let t = ts.user(name).await;
+        let j = ts.join(&t, &b).await;
+        joined.push((t, j));
+    }
+    let mut bea = RelayClient::from_join(&joined[0].1);
+    tokio::task::block_in_place(|| bea.hello()).expect("bea's hello accepted");
+    let (s, v) = ts
+        .call(
+            Method::POST,
+            &format!("/api/sessions/{b}/leave"),
+            Some(&joined[1].0),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let c = ts.session(&olga, "room-c").await;
+    let (s, v) = ts
+        .call(
+            Method::DELETE,
+            &format!("/api/sessions/{c}"),
+            Some(&olga),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    // Time for a stream those changes woke to have read its list: this one
+    // was not woken, so it read nothing and sends nothing.
+    let quiet = tokio::time::timeout(Duration::from_millis(500), stream.read()).await;
+    assert!(quiet.is_err(), "A's stream after B's changes: {quiet:?}");
+    assert_eq!(
+        ts.metric(RENDERS).await,
+        before + 1,
+        "reads after B's changes"
+    );
+
+    // In A: a join, then the newcomer online on the relay.
+    let ada = ts.user("ada").await;
+    let ada_join = ts.join(&ada, &a).await;
+    let second = stream.next("ada's join").await;
+    assert_eq!(usernames(&second), ["olga", "ada"], "{second}");
+    assert_eq!(second[1]["online"], false, "{second}");
+    let mut ada_relay = RelayClient::from_join(&ada_join);
+    tokio::task::block_in_place(|| ada_relay.hello()).expect("ada's hello accepted");
+    let third = stream.next("ada online").await;
+    assert_eq!(usernames(&third), ["olga", "ada"], "{third}");
+    assert_eq!(third[1]["online"], true, "{third}");
+    let seen = ada_relay.sock.local_addr().unwrap().to_string();
+    assert_eq!(third[1]["observed_addr"], seen.as_str(), "{third}");
+    assert_eq!(
+        ts.metric(RENDERS).await,
+        before + 3,
+        "reads after A's changes"
+    );
+
+    // Deleting A ends its stream.
+    let (s, v) = ts
+        .call(
+            Method::DELETE,
+            &format!("/api/sessions/{a}"),
+            Some(&olga),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let end = tokio::time::timeout(Duration::from_secs(30), stream.read())
+        .await
+        .expect("the stream ends after the delete");
+    assert_eq!(end, None, "an event after the delete");
 }

@@ -243,6 +243,8 @@ fn run(
     let mut next_tick = now();
     let mut last_published = RelayStats::default();
     let mut fan_outs = FanOuts::default();
+    // Events of one step, held until the snapshot shows their effect.
+    let mut pending: Vec<RelayEvent> = Vec::new();
     // A full send buffer or an unreachable peer must not stop the fan-out
     // to the others: send errors are ignored.
     let send = |bytes: &[u8], dest: SocketAddr| {
@@ -278,16 +280,16 @@ fn run(
                         fan_outs.forward(from, &buf[..n], to, except, send);
                     }
                 }
-                let mut changed = false;
-                while let Some(e) = core.poll_event() {
-                    changed = true;
-                    let _ = events.send(e);
-                }
-                if changed {
+                pending.extend(std::iter::from_fn(|| core.poll_event()));
+                if !pending.is_empty() {
                     // A member came online (or moved): publish before its
-                    // ack leaves, so that once a client is accepted every
-                    // join answer lists it as online.
+                    // ack and its event leave, so that once a client is
+                    // accepted every join answer lists it as online, and a
+                    // member stream woken by the event reads it online.
                     publish(&core, shared, &mut last_published);
+                    for e in pending.drain(..) {
+                        let _ = events.send(e);
+                    }
                 }
                 if let Some((to, len)) = reply {
                     let _ = socket.send_to(&reply_buf[..len], to);
@@ -327,10 +329,13 @@ fn run(
             }
         }
         core.handle_timeout(t, wall_us());
-        while let Some(e) = core.poll_event() {
+        // Published before the events leave: whoever an event wakes reads
+        // the state after it (a timed-out member offline).
+        pending.extend(std::iter::from_fn(|| core.poll_event()));
+        publish(&core, shared, &mut last_published);
+        for e in pending.drain(..) {
             let _ = events.send(e);
         }
-        publish(&core, shared, &mut last_published);
     }
 }
 
