@@ -117,7 +117,9 @@ fn tshark_decodes_a_session_between_two_jam_peers_without_warnings() {
     let dir = tempfile::tempdir().unwrap();
     let events = busy_song();
     let file = song(dir.path(), &events, 25);
-    let bob = JamPeer::start("bob", "127.0.0.1:0", &["--duration", "8"]);
+    // Bob outlasts Alice's 6 s by far more than tshark can take to start
+    // on a loaded machine (it ran out once with 8 s and missed her end).
+    let bob = JamPeer::start("bob", "127.0.0.1:0", &["--duration", "20"]);
     let port = bob.control().port();
     // Every packet of the session has bob's control or data port at one end.
     let capture = LiveCapture::start(
