@@ -24,7 +24,9 @@
 //! `--print`, every tempo change the document holds is printed once as
 //! `{"session": {"tempo", "at_beat", "by"}}`, and every later tempo the
 //! engine's timeline takes on (when the change's beat is reached) as
-//! `{"session": {"timeline_tempo"}}`.
+//! `{"session": {"timeline_tempo"}}`. The document's participants and the
+//! session clock's stratum (0: this clock is the session's time axis) are
+//! reported on stderr whenever they change.
 //!
 //! `--server URL --session NAME` joins a session through `jamd` instead
 //! (`crate::peer_server`): the same engine runs the relay peer, which
@@ -32,7 +34,11 @@
 //! every packet end-to-end encrypted; the song then waits until a session
 //! with every member online at the join is up. The session document rides
 //! the relay peer's participant like the MIDI, so `--tempo` and the printed
-//! session lines work the same way.
+//! session lines work the same way. There every member founds the document
+//! when it meets the first other member (nobody invites anybody), all with
+//! the same genesis (`SharedSession`), so the documents merge into one, and
+//! the members align their session clocks as a mesh
+//! (`jam_engine::shared_clock`).
 //!
 //! `--capture FILE.scp` hands the engine worker a [`Recording`]: every
 //! event sent and received goes into a sealed capture for the `--to`
@@ -221,6 +227,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
     // Joined through jamd (`--server`), or listening for invitations.
     let mut band = 1;
     let mut leave = None;
+    let mut shared = None;
     let (_info, network_task) = if args.server.server().is_some() {
         let common = crate::peer_server::Common {
             name: args.name.clone(),
@@ -233,6 +240,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
             let joined = crate::peer_server::join(&args.server, &common).await?;
             band = joined.band;
             leave = Some(joined.leave);
+            shared = Some(joined.shared);
             anyhow::Ok(network::start_carrier(
                 config,
                 joined.driver,
@@ -271,12 +279,15 @@ pub(crate) fn run(args: Args) -> Result<()> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let setup = SessionSetup::new(
+    let mut setup = SessionSetup::new(
         &args.name,
         jam_engine::Timeline::default().bpm(),
         created_unix_ms,
         &mut crate::util::os_rng(),
     );
+    if let Some(shared) = shared {
+        setup = setup.with_shared(shared);
+    }
     control.enable_session(setup, local, clock);
     if let Some(path) = &args.capture {
         let start = RecordingStart {
@@ -577,6 +588,8 @@ impl SessionWatcher {
     fn run(mut self) -> Result<()> {
         let mut printed = std::collections::BTreeSet::new();
         let mut engine_bpm = None;
+        let mut participants = Vec::new();
+        let mut stratum = None;
         let mut capture_error = None;
         while !self.done.load(Ordering::Relaxed) {
             std::thread::sleep(SESSION_POLL);
@@ -609,6 +622,22 @@ impl SessionWatcher {
                     Ok(Err(_)) => {}
                     Err(_) => return Ok(()),
                 }
+            }
+            if view.participants != participants {
+                participants = view.participants.clone();
+                eprintln!(
+                    "jam peer {}: participants: {}",
+                    self.name,
+                    participants.join(", ")
+                );
+            }
+            if view.clock_stratum.is_some() && view.clock_stratum != stratum {
+                stratum = view.clock_stratum;
+                eprintln!(
+                    "jam peer {}: session clock stratum {}",
+                    self.name,
+                    stratum.unwrap_or_default()
+                );
             }
             let mut out = std::io::stdout().lock();
             for c in &view.tempo_changes {

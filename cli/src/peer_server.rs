@@ -89,6 +89,8 @@ pub(crate) struct Joined {
     pub(crate) band: usize,
     /// Says goodbye to jamd once the session is over.
     pub(crate) leave: Leave,
+    /// The session document every member founds alike.
+    pub(crate) shared: jam_engine::session_sync::SharedSession,
 }
 
 /// Leaving the session through the HTTP API.
@@ -162,6 +164,7 @@ pub(crate) async fn join(args: &ServerArgs, common: &Common) -> Result<Joined> {
         common.name, joined.peer.joined.member_id, joined.peer.joined.relay
     );
     let band = joined.others_online().max(1);
+    let shared = joined.shared_session();
     let leave = Leave {
         leave: joined.leave,
         name: common.name.clone(),
@@ -174,6 +177,7 @@ pub(crate) async fn join(args: &ServerArgs, common: &Common) -> Result<Joined> {
         events,
         band,
         leave,
+        shared,
     })
 }
 

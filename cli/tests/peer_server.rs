@@ -158,6 +158,19 @@ fn three_jam_peers_join_one_session_through_jamd_and_hear_every_note() {
     let outputs = outputs(vec![("alice", alice), ("carol", carol), ("bob", bob)]);
     let alice_log: Vec<String> = alice_err.iter().collect();
     bob_log.extend(bob_err.iter());
+    carol_log.extend(carol_err.iter());
+    // One session clock: bob, online first, is its axis (stratum 0);
+    // carol and alice align to it, directly or through each other.
+    let stratum = |log: &[String]| -> Option<u8> {
+        log.iter()
+            .filter_map(|l| l.split("session clock stratum ").nth(1))
+            .next_back()
+            .and_then(|s| s.trim().parse().ok())
+    };
+    assert_eq!(stratum(&bob_log), Some(0), "{bob_log:#?}");
+    for log in [&carol_log, &alice_log] {
+        assert!(matches!(stratum(log), Some(1 | 2)), "{log:#?}");
+    }
     assert!(
         alice_log.iter().any(|l| l.contains("joined bob"))
             && alice_log.iter().any(|l| l.contains("joined carol")),

@@ -193,4 +193,16 @@ fn a_proposed_tempo_reaches_the_other_peer_through_jamd() {
     assert!(ann.status.success(), "{ann_err}");
     assert!(ann_err.contains("session tempo 90 BPM"), "{ann_err}");
     agreed_tempo_change(&ann.lines, &bob.lines, 90.0);
+    // Both founded the document (nobody invites through jamd), with the
+    // same genesis: each lists both participants.
+    for err in [&ann_err, &bob_err] {
+        let last = err
+            .lines()
+            .filter_map(|l| l.split(": participants: ").nth(1))
+            .next_back()
+            .unwrap_or_default();
+        let mut names: Vec<&str> = last.split(", ").collect();
+        names.sort_unstable();
+        assert_eq!(names, ["ann", "bob"], "{err}");
+    }
 }

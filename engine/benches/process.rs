@@ -77,6 +77,7 @@ impl Rig {
                     name: format!("peer {p}"),
                     role: Role::Melody,
                     address: None,
+                    key: None,
                 })
                 .unwrap();
         }

@@ -79,6 +79,7 @@ pub mod network;
 pub mod output;
 pub mod rt;
 pub mod session_sync;
+pub mod shared_clock;
 pub mod stats;
 pub mod synth;
 pub mod timeline;

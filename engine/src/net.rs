@@ -266,6 +266,10 @@ pub enum NetEvent {
         role: Role,
         /// Its control port address, when the transport knows it.
         address: Option<SocketAddr>,
+        /// Its device public key, when the transport knows it (a member of
+        /// a session joined through `jamd`): the session document names it
+        /// in its profile, which is how the engine finds this peer there.
+        key: Option<[u8; 32]>,
     },
     /// A participant announced a new role.
     PeerRole {

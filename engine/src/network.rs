@@ -72,6 +72,13 @@ pub trait Carrier: Protocol {
     /// Ends every session (and for a relay peer, says goodbye to the
     /// relay).
     fn close_all(&mut self, now: Micros);
+    /// The device public key of the participant at control address
+    /// `control`, where the carrier knows one (a relay member's); a plain
+    /// AppleMIDI participant has none.
+    fn peer_key(&self, control: SocketAddr) -> Option<[u8; 32]> {
+        let _ = control;
+        None
+    }
 }
 
 impl Carrier for Participant {
@@ -91,6 +98,9 @@ impl Carrier for RelayPeer {
     }
     fn close_all(&mut self, now: Micros) {
         self.close(now);
+    }
+    fn peer_key(&self, control: SocketAddr) -> Option<[u8; 32]> {
+        self.member_key(control)
     }
 }
 
@@ -458,6 +468,12 @@ impl<P: Carrier> Adapter<P> {
             } => {
                 let label = name.unwrap_or_else(|| format!("{ssrc:08x}"));
                 let id = peer_id(ssrc, control);
+                let key = self
+                    .handle
+                    .call(move |p, _| p.peer_key(control))
+                    .await
+                    .ok()
+                    .flatten();
                 tracing::info!(%control, name = %label, "joined");
                 self.peers.insert(
                     peer,
@@ -478,6 +494,7 @@ impl<P: Carrier> Adapter<P> {
                         name: label,
                         role: Role::Auto,
                         address: Some(control),
+                        key,
                     },
                 )
                 .await;

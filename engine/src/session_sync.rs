@@ -57,6 +57,7 @@
 
 use crate::capture::Recording;
 use crate::net::{NetCommand, NetEvent};
+use crate::shared_clock::SharedClock;
 use crate::timeline::Timeline;
 use jam_core::session_time::{ClockMeasurement, SessionClock};
 use jam_core::{Beats, Clock, Meter, Micros, MonotonicClock, PeerId, SessionTime, Tempo};
@@ -328,7 +329,68 @@ pub struct SessionSetup {
     pub epoch: u32,
     /// Wall-clock time now (Unix ms), recorded if this peer founds it.
     pub created_unix_ms: i64,
+    /// Set for a session joined through `jamd`: founded with its shared
+    /// genesis instead of the fields above.
+    pub shared: Option<SharedSession>,
 }
+
+/// A session whose members may each found the document (one joined
+/// through `jamd`: nobody invites anybody there, so no member knows it is
+/// first). Every founder writes the same genesis from these fields
+/// ([`SessionDoc::create_shared`]), so the documents merge into one session
+/// whatever the order the members meet in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedSession {
+    /// The document's session id, the same for every member.
+    pub id: [u8; 16],
+    /// The session's name.
+    pub name: String,
+    /// When the session was created (Unix ms), as the server says.
+    pub created_unix_ms: i64,
+    /// The starting tempo; a member's own tempo travels as a proposal.
+    pub tempo_bpm: f64,
+    /// This member's device public key: its profile in the document, by
+    /// which the others find it there ([`crate::shared_clock`]).
+    pub public_key: [u8; 32],
+    /// Nobody else was online when this member joined: its clock is the
+    /// session's time axis from the start.
+    pub first: bool,
+}
+
+impl SharedSession {
+    /// The session `session_id` on a `jamd` (its 16 hex digits), named
+    /// `name`, created at `created_unix_ms`; starting at the engine's
+    /// default tempo, which every member has. `public_key` and `first`
+    /// are this member's (see the fields).
+    pub fn jamd(
+        session_id: &str,
+        name: &str,
+        created_unix_ms: i64,
+        public_key: [u8; 32],
+        first: bool,
+    ) -> SharedSession {
+        // Any string maps to 16 bytes (folded when longer); jamd's ids are
+        // 16 characters, so they are taken as they are.
+        let mut id = [0u8; 16];
+        for (i, b) in session_id.bytes().enumerate() {
+            id[i % 16] ^= b.rotate_left((i / 16) as u32);
+        }
+        SharedSession {
+            id,
+            name: name.to_string(),
+            created_unix_ms,
+            tempo_bpm: Timeline::default().bpm(),
+            public_key,
+            first,
+        }
+    }
+}
+
+/// Added to a session's writer nonce (and epoch) when the engine leaves
+/// its document for another session's, so the process writes the new one
+/// under a new name (an odd constant: the values never repeat within 2^64
+/// steps).
+const NEXT_DOCUMENT_STEP: u64 = 0x9E37_79B9_7F4A_7C15;
 
 impl SessionSetup {
     /// A setup for `name` at `tempo_bpm`; the random values come from `rng`.
@@ -352,7 +414,16 @@ impl SessionSetup {
             nonce: rng.next_u64(),
             epoch: rng.next_u32().max(1),
             created_unix_ms,
+            shared: None,
         }
+    }
+
+    /// The same setup for a session joined through `jamd` (the profile
+    /// takes the member's device key).
+    pub fn with_shared(mut self, shared: SharedSession) -> SessionSetup {
+        self.profile.public_key = shared.public_key;
+        self.shared = Some(shared);
+        self
     }
 }
 
@@ -390,6 +461,9 @@ pub struct SessionView {
     pub ahead_changes: Vec<AheadChange>,
     /// Session time minus local time, once the session clock is aligned.
     pub clock_offset_us: Option<i64>,
+    /// The session clock's stratum once aligned: 0 for the member whose
+    /// clock is the session's axis, one more per hop away from it.
+    pub clock_stratum: Option<u8>,
     /// The binding's counters.
     pub sync: SessionSyncStats,
 }
@@ -407,6 +481,8 @@ pub struct WorkerSession {
     founder: bool,
     /// Session time axis: the founder's local clock.
     clock: SessionClock,
+    /// The clock mesh of a shared session, once founded.
+    mesh: Option<SharedClock>,
     /// Peers joined before the document existed.
     waiting: Vec<PeerId>,
     joined_doc: bool,
@@ -429,6 +505,7 @@ impl WorkerSession {
             sync: None,
             founder: false,
             clock: SessionClock::joining(),
+            mesh: None,
             waiting: Vec::new(),
             joined_doc: false,
             published: None,
@@ -457,25 +534,68 @@ impl WorkerSession {
         self.install(doc, false);
     }
 
+    /// The next network is the session `shared` (joined through `jamd`):
+    /// the document is founded with its shared genesis. A document of any
+    /// other session (an earlier LAN session, another `jamd` session) is
+    /// left for a new one, written under a new nonce; the document of this
+    /// same session (joined again) is kept.
+    pub fn share(&mut self, shared: SharedSession) {
+        if self.setup.shared.as_ref().map(|s| s.id) == Some(shared.id) {
+            return;
+        }
+        let mut setup = self.setup.clone().with_shared(shared);
+        if self.sync.is_some() {
+            setup.nonce = setup.nonce.wrapping_add(NEXT_DOCUMENT_STEP);
+            setup.epoch = setup.epoch.wrapping_add(1).max(1);
+            *self = WorkerSession::new(setup, self.me);
+        } else {
+            self.setup = setup;
+        }
+    }
+
     /// Founds the session (unless a document is already here).
     pub fn found(&mut self, now: Micros) {
         if self.sync.is_some() {
             return;
         }
-        let tempo = Tempo::from_bpm(self.setup.tempo_bpm)
+        let (id, name, created_unix_ms, origin, bpm) = match &self.setup.shared {
+            // Every founder of a shared session writes the same genesis:
+            // the origin is 0 on each one's own clock.
+            Some(sh) => (sh.id, sh.name.clone(), sh.created_unix_ms, 0, sh.tempo_bpm),
+            None => (
+                self.setup.session_id,
+                self.setup.session_name.clone(),
+                self.setup.created_unix_ms,
+                now.as_micros() as i64,
+                self.setup.tempo_bpm,
+            ),
+        };
+        let tempo = Tempo::from_bpm(bpm)
             .unwrap_or_else(|_| Tempo::from_bpm(120.0).expect("120 BPM is a tempo"));
         let config = SessionConfig {
-            id: self.setup.session_id,
-            name: self.setup.session_name.clone(),
-            created_unix_ms: self.setup.created_unix_ms,
-            origin: SessionTime(now.as_micros() as i64),
+            id,
+            name,
+            created_unix_ms,
+            origin: SessionTime(origin),
             tempo,
             meter: Meter::FOUR_FOUR,
             settings: SessionSettings::default(),
         };
-        match SessionDoc::create(&config, self.me, &self.setup.profile, self.setup.nonce) {
+        let create = if self.setup.shared.is_some() {
+            SessionDoc::create_shared
+        } else {
+            SessionDoc::create
+        };
+        match create(&config, self.me, &self.setup.profile, self.setup.nonce) {
             Ok(doc) => {
-                self.clock = SessionClock::founder();
+                self.clock = match &self.setup.shared {
+                    Some(sh) => {
+                        let (mesh, clock) = SharedClock::new(sh.public_key, sh.first);
+                        self.mesh = Some(mesh);
+                        clock
+                    }
+                    None => SessionClock::founder(),
+                };
                 self.joined_doc = true;
                 self.install(doc, true);
             }
@@ -494,14 +614,19 @@ impl WorkerSession {
     }
 
     /// A participant joined: sync the document with it. The first peer to
-    /// meet another without having asked to join anyone founds the session.
-    pub fn peer_joined(&mut self, now: Micros, peer: PeerId) {
+    /// meet another without having asked to join anyone founds the session
+    /// (in a shared session every member does, with the same genesis).
+    /// `key` is its device public key, where the transport knows it.
+    pub fn peer_joined(&mut self, now: Micros, peer: PeerId, key: Option<[u8; 32]>) {
         if self.sync.is_none() {
             self.found(now);
         }
         match &mut self.sync {
             Some(s) => s.add_peer(peer),
             None => self.waiting.push(peer),
+        }
+        if let Some(m) = &mut self.mesh {
+            m.peer_joined(now, peer, key);
         }
     }
 
@@ -511,14 +636,18 @@ impl WorkerSession {
         if let Some(s) = &mut self.sync {
             s.remove_peer(peer);
         }
+        if let Some(m) = &mut self.mesh {
+            m.peer_left(peer);
+        }
     }
 
     /// A clock-sync measurement against `peer` from the transport.
     ///
-    /// The peers a replica measures against are taken to be on the session
+    /// In a shared session it goes to the clock mesh, which weighs it with
+    /// the peer's published alignment ([`crate::shared_clock`]). Otherwise
+    /// the peers a replica measures against are taken to be on the session
     /// time axis already (stratum 0: the founder, whom `jam peer` and the
-    /// plugin invite); a mesh of replicas aligned only to each other is not
-    /// handled yet.
+    /// plugin invite).
     pub fn clock_measured(
         &mut self,
         now: Micros,
@@ -526,6 +655,10 @@ impl WorkerSession {
         local_minus_remote_us: i64,
         rtt_us: u64,
     ) {
+        if let Some(m) = &mut self.mesh {
+            m.measured(now, peer, local_minus_remote_us, rtt_us);
+            return;
+        }
         if self.founder {
             return;
         }
@@ -651,6 +784,15 @@ impl WorkerSession {
                 Err(e) => tracing::warn!("cannot join the session document: {e}"),
             }
         }
+        let moved = match &mut self.mesh {
+            Some(mesh) => mesh.tick(now, &mut self.clock, sync.doc_mut()),
+            None => false,
+        };
+        let session_now = if moved {
+            self.clock.to_session(now)
+        } else {
+            session_now
+        };
         let offset = self.clock.offset_us()?;
         let session_now = session_now?;
         let tl = sync.doc().timeline()?;
@@ -686,6 +828,7 @@ impl WorkerSession {
             founder: self.founder,
             engine_bpm,
             clock_offset_us: self.clock.offset_us(),
+            clock_stratum: self.clock.stratum(),
             ..SessionView::default()
         };
         let Some(sync) = &self.sync else { return v };
@@ -760,7 +903,7 @@ impl SessionRuntime {
     pub(crate) fn net_event(&mut self, ev: &NetEvent) {
         let now = self.now();
         match ev {
-            NetEvent::PeerJoined { peer, .. } => self.session.peer_joined(now, *peer),
+            NetEvent::PeerJoined { peer, key, .. } => self.session.peer_joined(now, *peer, *key),
             NetEvent::PeerLeft { peer, .. } => self.session.peer_left(*peer),
             NetEvent::Reliable { peer, bytes } => {
                 if let Some(s) = self.session.sync_mut()
@@ -946,8 +1089,8 @@ mod tests {
         let mut fb = WorkerSession::new(setup("bob", 2), b);
         fb.start_replica();
         let t0 = Micros::from_secs(10);
-        fa.peer_joined(t0, b);
-        fb.peer_joined(t0 + std::time::Duration::from_micros(skew), a);
+        fa.peer_joined(t0, b, None);
+        fb.peer_joined(t0 + std::time::Duration::from_micros(skew), a, None);
         fb.clock_measured(Micros(t0.0 + skew), a, skew as i64, 1_000);
         assert!(fa.sync().unwrap().doc().state().is_some());
         assert!(fb.sync().unwrap().doc().state().is_none());
@@ -1006,6 +1149,107 @@ mod tests {
         );
     }
 
+    /// Moves frames both ways between two worker sessions for `rounds`
+    /// ticks of 5 ms from `t`.
+    fn run_pair(
+        (fa, a): (&mut WorkerSession, PeerId),
+        (fb, b): (&mut WorkerSession, PeerId),
+        t: &mut Micros,
+        rounds: usize,
+    ) {
+        for _ in 0..rounds {
+            fa.tick(*t);
+            fb.tick(*t);
+            let (sa, sb) = (fa.sync.as_mut().unwrap(), fb.sync.as_mut().unwrap());
+            while let Some((_, f)) = sa.poll_transmit(*t) {
+                sb.handle_frame(*t, a, &f).unwrap();
+            }
+            while let Some((_, f)) = sb.poll_transmit(*t) {
+                sa.handle_frame(*t, b, &f).unwrap();
+            }
+            *t += Duration::from_millis(5);
+        }
+    }
+
+    /// Two members of a `jamd` session each found the document when they
+    /// meet (nobody invited anybody); one proposes a tempo before their
+    /// documents have met. Both end with both participants and the change.
+    #[test]
+    fn members_of_a_shared_session_found_one_document_together() {
+        let (a, b) = (PeerId([1; 16]), PeerId([2; 16]));
+        let shared = SharedSession::jamd(
+            "00c0ffee00c0ffee",
+            "tuesday",
+            1_700_000_000_000,
+            [1; 32],
+            true,
+        );
+        let mut fa = WorkerSession::new(setup("ann", 1).with_shared(shared.clone()), a);
+        let mut fb = WorkerSession::new(
+            setup("bob", 2).with_shared(SharedSession {
+                public_key: [2; 32],
+                ..shared
+            }),
+            b,
+        );
+        let mut t = Micros::from_secs(10);
+        fa.peer_joined(t, b, None);
+        fb.peer_joined(t, a, None);
+        assert!(fa.view(None).founder && fb.view(None).founder);
+        let at = fb.change_tempo(t, 96.0, None).unwrap();
+        run_pair((&mut fa, a), (&mut fb, b), &mut t, 100);
+        for f in [&fa, &fb] {
+            let v = f.view(None);
+            assert_eq!(v.participants, ["ann", "bob"]);
+            assert_eq!(v.tempo_changes.len(), 1);
+            assert_eq!(
+                (v.tempo_changes[0].bpm, v.tempo_changes[0].at_beat),
+                (96.0, at)
+            );
+            assert_eq!(f.name().as_deref(), Some("tuesday"));
+        }
+        assert_eq!(
+            fa.sync().unwrap().doc().heads(),
+            fb.sync().unwrap().doc().heads()
+        );
+    }
+
+    #[test]
+    fn sharing_a_new_session_leaves_the_old_document_and_keeps_the_same_one() {
+        let (a, b) = (PeerId([1; 16]), PeerId([2; 16]));
+        let mut fa = WorkerSession::new(setup("ann", 1), a);
+        let mut t = Micros::from_secs(10);
+        fa.peer_joined(t, b, None);
+        let lan = fa.sync().unwrap().doc().heads();
+        let nonce = fa.setup.nonce;
+        let shared = SharedSession::jamd("00c0ffee00c0ffee", "tuesday", 0, [1; 32], true);
+        fa.share(shared.clone());
+        assert!(fa.sync().is_none(), "the LAN session's document is left");
+        assert_ne!(fa.setup.nonce, nonce, "the new document has a new writer");
+        fa.peer_joined(t, b, None);
+        let doc = fa.sync().unwrap().doc();
+        assert_ne!(doc.heads(), lan);
+        assert_eq!(doc.state().unwrap().info.name, "tuesday");
+        // The same session again (a rejoin): the document stays.
+        let heads = doc.heads();
+        fa.share(shared);
+        assert_eq!(fa.sync().unwrap().doc().heads(), heads);
+        // A member who joins later meets the same genesis.
+        let mut fb = WorkerSession::new(
+            setup("bob", 2).with_shared(SharedSession::jamd(
+                "00c0ffee00c0ffee",
+                "tuesday",
+                0,
+                [2; 32],
+                false,
+            )),
+            b,
+        );
+        fb.peer_joined(t, a, None);
+        run_pair((&mut fa, a), (&mut fb, b), &mut t, 100);
+        assert_eq!(fb.view(None).participants, ["ann", "bob"]);
+    }
+
     #[test]
     fn schedule_ahead_proposals_of_two_engines_resolve_alike_on_both() {
         let (a, b) = (PeerId([1; 16]), PeerId([2; 16]));
@@ -1013,8 +1257,8 @@ mod tests {
         let mut fb = WorkerSession::new(setup("bob", 2), b);
         fb.start_replica();
         let t0 = Micros::from_secs(10);
-        fa.peer_joined(t0, b);
-        fb.peer_joined(t0, a);
+        fa.peer_joined(t0, b, None);
+        fb.peer_joined(t0, a, None);
         fb.clock_measured(t0, a, 0, 1_000);
         assert!(fa.can_propose_ahead());
         assert!(!fb.can_propose_ahead());

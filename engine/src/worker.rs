@@ -39,7 +39,7 @@ use crate::capture::{
 };
 use crate::net::{ConnectionState, NetCommand, NetEvent, NetLink, Role, SessionAddress};
 use crate::rt::Inbound;
-use crate::session_sync::{SessionRuntime, SessionSetup, SessionView};
+use crate::session_sync::{SessionRuntime, SessionSetup, SessionView, SharedSession};
 use crate::stats::{CounterView, PeerTable, PeerView};
 use crate::timeline::Timeline;
 use crate::timing::{Placed, Timing};
@@ -98,6 +98,7 @@ enum SessionControl {
         reply: oneshot::Sender<Result<Beats, String>>,
     },
     SetRole(SessionRole, Option<RoleAssignment>),
+    Share(SharedSession),
 }
 
 /// What [`EngineControl::finish_capture`] answers: `None` when no capture
@@ -214,6 +215,16 @@ impl EngineControl {
     pub fn enable_session(&self, setup: SessionSetup, me: PeerId, clock: MonotonicClock) {
         let rt = SessionRuntime::new(setup, me, clock);
         self.send(Control::Session(SessionControl::Enable(Box::new(rt))));
+    }
+
+    /// The next network handed over with [`EngineControl::switch_network`]
+    /// is the `jamd` session `shared`: the worker founds its document with
+    /// the genesis every member writes ([`SharedSession`]). Call it before
+    /// the switch (commands are handled in order, so no participant of the
+    /// new network is met first). A document of another session is left
+    /// for a new one; the document of this same session is kept.
+    pub fn share_session(&self, shared: SharedSession) {
+        self.send(Control::Session(SessionControl::Share(shared)));
     }
 
     /// Proposes a tempo change in the session document, at beat `at` or
@@ -798,6 +809,10 @@ impl EngineWorker {
                 }
             }
             (SessionControl::SetRole(..), None, _) => {}
+            (SessionControl::Share(shared), Some(s), _) => s.session.share(shared),
+            (SessionControl::Share(_), None, _) => {
+                tracing::warn!("a shared session without a session document: not shared");
+            }
         }
     }
 

@@ -74,6 +74,7 @@ fn the_worker_records_sent_and_received_events_with_their_beats() {
         name: "carol".into(),
         role: Role::Auto,
         address: None,
+        key: None,
     });
     send(NetEvent::Midi {
         peer: carol,
@@ -425,6 +426,7 @@ fn the_record_switch_names_captures_after_the_session_document() {
             name: "carol".into(),
             role: Role::Auto,
             address: None,
+            key: None,
         })
         .unwrap();
     wait_for("the document", || control.session().present);

@@ -135,6 +135,7 @@ fn joined(peer: PeerId, role: Role) -> NetEvent {
         name: format!("p{}", peer.0[0]),
         role,
         address: None,
+        key: None,
     }
 }
 

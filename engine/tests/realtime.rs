@@ -226,6 +226,7 @@ fn ten_simulated_minutes_with_eight_peers_never_allocate_or_block() {
                         name: format!("peer {p}"),
                         role: Role::Melody,
                         address: None,
+                        key: None,
                     })
                     .unwrap();
             }

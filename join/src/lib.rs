@@ -63,6 +63,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use jam_core::MonotonicClock;
+use jam_engine::session_sync::SharedSession;
 use jam_transport::direct::DirectConfig;
 use jam_transport::driver::{Driver, DriverConfig, DriverError, DriverHandle};
 use jam_transport::participant::{ParticipantConfig, ParticipantEvent};
@@ -154,6 +155,10 @@ pub struct Jamd {
 pub struct Joined {
     /// Session id (16 hex digits).
     pub session_id: String,
+    /// The session's name, as `jamd` has it.
+    pub session_name: String,
+    /// When the session was created on `jamd` (Unix ms).
+    pub session_created_ms: i64,
     /// Our member id.
     pub member_id: u32,
     /// The relay's UDP address as `jamd` gave it (`host:port`).
@@ -416,8 +421,16 @@ impl Jamd {
             .map_err(|e| bad(&format!("ticket: {e}")))?;
         let hello_key = HelloKey::from_hex(v["hello_key"].as_str().ok_or_else(|| bad("no key"))?)
             .ok_or_else(|| bad("hello key is not 64 hex digits"))?;
+        let session = &v["session"];
         Ok(Joined {
             session_id: session_id.to_string(),
+            session_name: session["name"]
+                .as_str()
+                .ok_or_else(|| bad("no session name"))?
+                .to_string(),
+            session_created_ms: session["created_at"]
+                .as_i64()
+                .ok_or_else(|| bad("no session creation time"))?,
             member_id: ticket.member,
             relay: v["relay"]
                 .as_str()
@@ -868,6 +881,29 @@ pub struct JoinedSession {
 }
 
 impl JoinedSession {
+    /// Our device public key, as the member list has it.
+    pub fn own_key(&self) -> Option<[u8; 32]> {
+        let j = &self.peer.joined;
+        j.members
+            .iter()
+            .find(|m| m.id == j.member_id)
+            .map(|m| m.public_key)
+    }
+
+    /// The session as the engine founds its document and aligns its clock
+    /// in it ([`jam_engine::session_sync::SharedSession`]): the same for
+    /// every member but for our key and whether we were first online.
+    pub fn shared_session(&self) -> SharedSession {
+        let j = &self.peer.joined;
+        SharedSession::jamd(
+            &j.session_id,
+            &j.session_name,
+            j.session_created_ms,
+            self.own_key().unwrap_or_default(),
+            self.others_online() == 0,
+        )
+    }
+
     /// How many other members were online when we joined.
     pub fn others_online(&self) -> usize {
         let me = self.peer.joined.member_id;

@@ -222,6 +222,7 @@ pub fn join(params: &JamParams, control: &EngineControl, link: &Arc<EditorLink>,
             member: joined.peer.joined.member_id,
             relay: joined.peer.joined.relay.clone(),
         };
+        let shared = joined.shared_session();
         let (driver, events, _) = joined.peer.into_parts();
         let events = split_events(events, |_| {});
         let (worker_end, port) = net_link();
@@ -234,6 +235,9 @@ pub fn join(params: &JamParams, control: &EngineControl, link: &Arc<EditorLink>,
             let _ = adapter.await;
             let _ = leave.run().await;
         });
+        // Before the switch: the new network's members are met with the
+        // session's shared genesis in place.
+        control.share_session(shared);
         control.switch_network(worker_end, Some(task));
         link.server.set(generation, state);
     });

@@ -191,6 +191,7 @@ fn notes_cross_the_transport_seam_sample_accurately() {
                 name: "far away".into(),
                 role: Role::Melody,
                 address: None,
+                key: None,
             })
             .unwrap();
         let on_beat = Beats(1_000_000 + (1000.0 * 1e6 / SPB) as i64);

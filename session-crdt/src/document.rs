@@ -83,7 +83,9 @@ pub struct ExportedChange {
 ///
 /// Method groups (quinn's vocabulary):
 /// - **constructors**: [`SessionDoc::create`] (the founder),
-///   [`SessionDoc::new_replica`] (a joining peer, empty until synced),
+///   [`SessionDoc::create_shared`] (one of several founders of the same
+///   session), [`SessionDoc::new_replica`] (a joining peer, empty until
+///   synced),
 ///   [`SessionDoc::load`];
 /// - **getters** on `&self`: [`state`](SessionDoc::state),
 ///   [`timeline`](SessionDoc::timeline), [`snapshot`](SessionDoc::snapshot),
@@ -123,6 +125,16 @@ fn actor_for(me: PeerId, nonce: u64) -> ActorId {
     ActorId::from(&b[..])
 }
 
+/// The writer of a shared genesis ([`SessionDoc::create_shared`]): a
+/// fixed prefix and the session id, so it never equals a participant's
+/// writer (those are 24 bytes, this is 28).
+fn genesis_actor(session: &[u8; 16]) -> ActorId {
+    let mut b = [0u8; 28];
+    b[..12].copy_from_slice(b"jam-genesis:");
+    b[12..].copy_from_slice(session);
+    ActorId::from(&b[..])
+}
+
 fn check_len(what: &'static str, s: &str) -> Result<(), EditError> {
     if s.len() > MAX_TEXT_LEN {
         return Err(EditError::TooLong {
@@ -149,6 +161,38 @@ impl SessionDoc {
         check_len("session name", &config.name)?;
         let mut d = SessionDoc::new_replica(founder, nonce);
         d.transact(|tx| schema::write_genesis(tx, config))?;
+        d.full_refresh();
+        d.join(profile, config.origin)?;
+        Ok(d)
+    }
+
+    /// Founds a session that other peers may found at the same time from
+    /// the same `config` (a session joined through `jamd`, where no member
+    /// invites another and so none is known to be first), with `me` as its
+    /// first participant.
+    ///
+    /// The genesis (the session's settings and its empty participant,
+    /// tempo, chat and marker containers) is written as one change by a
+    /// writer derived from `config.id` alone, with no timestamp, so every
+    /// founder writes the identical change: Automerge keeps one copy when
+    /// the documents meet, and every founder's later entries land in the
+    /// same containers. With [`SessionDoc::create`] instead, each founder
+    /// would make its own containers, and after the merge Automerge would
+    /// show one founder's and hide the others' entries. Everything after
+    /// the genesis (the join, tempo changes, chat) is written as
+    /// `(me, nonce)`, as for any participant.
+    pub fn create_shared(
+        config: &SessionConfig,
+        me: PeerId,
+        profile: &Profile,
+        nonce: u64,
+    ) -> Result<SessionDoc, EditError> {
+        check_len("session name", &config.name)?;
+        let mut d = SessionDoc::new_replica(me, nonce);
+        d.doc.set_actor(genesis_actor(&config.id));
+        let written = d.transact(|tx| schema::write_genesis(tx, config));
+        d.doc.set_actor(d.actor.clone());
+        written?;
         d.full_refresh();
         d.join(profile, config.origin)?;
         Ok(d)
@@ -339,6 +383,23 @@ impl SessionDoc {
         self.require_participant(self.me)?;
         let me = self.me;
         self.edit(|tx| schema::write_leave(tx, me, at))
+    }
+
+    /// Marks `peer`, another entry of this same device (same profile
+    /// public key: an earlier run that ended without leaving), as left at
+    /// `at`, so that one device has one present entry and others find its
+    /// live one by its key.
+    ///
+    /// Errors: `peer` is us, is not a participant, or has another key.
+    pub fn retire(&mut self, peer: PeerId, at: SessionTime) -> Result<(), EditError> {
+        self.require_participant(self.me)?;
+        self.require_participant(peer)?;
+        let state = self.state().ok_or(EditError::NoSession)?;
+        let key = |p: PeerId| state.participants.get(&p).map(|e| e.profile.public_key);
+        if peer == self.me || key(peer) != key(self.me) {
+            return Err(EditError::NotThisDevice(peer));
+        }
+        self.edit(|tx| schema::write_leave(tx, peer, at))
     }
 
     /// Sets (`Some`) or removes (`None`) one role of any participant.

@@ -14,6 +14,10 @@ pub enum EditError {
     /// The edit is about a participant the document does not know.
     #[error("peer {0} is not a participant of this session")]
     NotAParticipant(PeerId),
+    /// Only an entry of this same device (another entry with our key)
+    /// can be retired ([`crate::SessionDoc::retire`]).
+    #[error("peer {0} is not an earlier entry of this device")]
+    NotThisDevice(PeerId),
     /// A text value is longer than the schema allows.
     #[error("{what} is {len} bytes long, more than the {max} allowed")]
     TooLong {

@@ -199,6 +199,94 @@ fn concurrent_changes_for_the_same_bar_resolve_to_the_most_recent_everywhere() {
     assert_eq!(b.timeline(), c.timeline());
 }
 
+/// Two documents founded by two peers before they met, each with a tempo
+/// change or a chat line of its founder, merged.
+fn two_founders(
+    create: fn(&SessionConfig, PeerId, &Profile, u64) -> Result<SessionDoc, EditError>,
+) -> (SessionDoc, SessionDoc) {
+    let mut a = create(&config(), peer(1), &profile("ann"), 1).unwrap();
+    let mut b = create(&config(), peer(2), &profile("bob"), 2).unwrap();
+    a.change_tempo(
+        Beats::from_beats(64),
+        bpm(100.0),
+        Meter::FOUR_FOUR,
+        SessionTime(20),
+    )
+    .unwrap();
+    b.post_chat(SessionTime(30), "ready").unwrap();
+    sync_pair(&mut a, &mut b);
+    (a, b)
+}
+
+#[test]
+fn founders_of_a_shared_session_keep_every_founders_entries() {
+    let (a, b) = two_founders(SessionDoc::create_shared);
+    // One genesis change, the same bytes on both sides.
+    let first = |d: &SessionDoc| d.automerge().get_changes(&[])[0].hash();
+    assert_eq!(first(&a), first(&b));
+    assert_eq!(a.heads(), b.heads());
+    for d in [&a, &b] {
+        let s = d.state().unwrap();
+        assert_eq!(s.info.name, "test");
+        let names: Vec<&str> = s.present().map(|p| p.profile.name.as_str()).collect();
+        assert_eq!(names, ["ann", "bob"]);
+        assert_eq!(s.tempo_changes.len(), 1);
+        assert_eq!(
+            d.timeline().unwrap().tempo_at(Beats::from_beats(64)),
+            bpm(100.0)
+        );
+        assert_eq!(s.chat.len(), 1);
+        assert_eq!(s.invalid_entries, 0);
+    }
+    // A third founder who comes later merges the same way.
+    let mut a = a;
+    let mut c = SessionDoc::create_shared(&config(), peer(3), &profile("cat"), 3).unwrap();
+    sync_pair(&mut a, &mut c);
+    assert_eq!(c.state().unwrap().present().count(), 3);
+    assert_eq!(c.state().unwrap().tempo_changes.len(), 1);
+}
+
+#[test]
+fn founders_who_each_create_their_own_genesis_hide_each_others_entries() {
+    // Why `create_shared` exists: two `create`d documents merge into one
+    // in which each container is one founder's, and the other's entries
+    // made before the merge are not shown.
+    let (a, b) = two_founders(SessionDoc::create);
+    assert_eq!(a.heads(), b.heads());
+    let s = a.state().unwrap();
+    let shown = s.present().count() + s.tempo_changes.len() + s.chat.len();
+    assert!(shown < 4, "all four entries shown: {s:?}");
+}
+
+#[test]
+fn only_an_earlier_entry_of_the_same_device_can_be_retired() {
+    let mut a = founder();
+    // peer 2 joins with ann's key (her earlier run); peer 3 with another.
+    let mut again = SessionDoc::new_replica(peer(2), 2);
+    sync_pair(&mut a, &mut again);
+    again.join(&profile("ann"), SessionTime(5)).unwrap();
+    let mut other = joined(3, &mut a);
+    sync_pair(&mut a, &mut again);
+    sync_pair(&mut other, &mut again);
+    assert!(matches!(
+        again.retire(peer(2), SessionTime(6)),
+        Err(EditError::NotThisDevice(_))
+    ));
+    assert!(matches!(
+        again.retire(peer(3), SessionTime(6)),
+        Err(EditError::NotThisDevice(_))
+    ));
+    assert!(matches!(
+        again.retire(peer(9), SessionTime(6)),
+        Err(EditError::NotAParticipant(_))
+    ));
+    again.retire(peer(1), SessionTime(6)).unwrap();
+    sync_pair(&mut a, &mut again);
+    let s = a.state().unwrap();
+    assert_eq!(s.participants[&peer(1)].left, Some(SessionTime(6)));
+    assert!(s.participants[&peer(2)].is_present() && s.participants[&peer(3)].is_present());
+}
+
 #[test]
 fn next_change_beat_lands_on_a_bar_after_the_lead() {
     let a = founder();

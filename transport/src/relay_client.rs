@@ -634,6 +634,14 @@ impl RelayPeer {
         self.stats
     }
 
+    /// The device public key of the member behind the virtual address
+    /// `addr` ([`member_addr`]), if it is listed: who a participant of the
+    /// relayed session is, beyond its AppleMIDI name.
+    pub fn member_key(&self, addr: SocketAddr) -> Option<[u8; 32]> {
+        let (id, _) = member_of(addr)?;
+        self.members.get(&id).map(|m| m.public_key)
+    }
+
     /// Members we have an AppleMIDI session with.
     pub fn joined_members(&self) -> impl Iterator<Item = u32> + '_ {
         self.sessions.keys().copied()
