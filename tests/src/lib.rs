@@ -133,7 +133,10 @@ pub fn require_python(modules: &[&str]) -> Option<PathBuf> {
 /// The path of a binary built from this workspace (for example `jam`),
 /// built once per test process and shared by every test process of a run.
 ///
-/// It is built with `cargo build --package PACKAGE --bin BIN` (the test's
+/// Under `cargo xtask test` it is not built here: the binary the test
+/// build made is used (`JAM_TEST_BINS`, `name=path` lines, from the build
+/// xtask makes before the run; taken only when it is in this test's
+/// profile folder). Otherwise it is built with `cargo build --package PACKAGE --bin BIN` (the test's
 /// profile, no extra features) into its own target folder,
 /// `<target>/test-bins/`, never into the folder the test build writes:
 /// cargo resolves features per command, so building `jam-cli` alone differs
@@ -160,6 +163,10 @@ pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
         .parent()
         .and_then(Path::parent)
         .expect("test executables live in <target>/<profile>/deps");
+    if let Some(path) = prebuilt(bin, profile_dir) {
+        built.insert(key, path.clone());
+        return path;
+    }
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let bins_dir = profile_dir
         .parent()
@@ -186,6 +193,19 @@ pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
     drop(lock);
     built.insert(key, path.clone());
     path
+}
+
+/// The binary `bin` from `JAM_TEST_BINS`, if it lies in `profile_dir`.
+fn prebuilt(bin: &str, profile_dir: &Path) -> Option<PathBuf> {
+    let list = std::env::var("JAM_TEST_BINS").ok()?;
+    let (_, path) = list
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(name, _)| *name == bin)?;
+    let path = PathBuf::from(path);
+    let folder = |p: &Path| std::fs::canonicalize(p).ok();
+    let here = path.parent().and_then(folder);
+    (path.is_file() && here.is_some() && here == folder(profile_dir)).then_some(path)
 }
 
 /// The plugin bundles `target/bundled/<product>.clap` and `.vst3`, freshly

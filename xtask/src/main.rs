@@ -5,6 +5,9 @@
 //!   `tests/requirements.txt` when it is missing or out of date, checks
 //!   formatting and clippy, then runs every test in the workspace (with
 //!   cargo-nextest when it is installed, else `cargo test`) and the doctests.
+//!   It builds the tests first and hands the tests the paths of the
+//!   workspace's binaries (`JAM_TEST_BINS`), so `jam_tests::workspace_bin`
+//!   need not build them again.
 //!   The plugin's host tests load the bundle, so it builds the (debug) plugin
 //!   bundle first.
 //! - `cargo xtask bundle jam-plugin [--release]`: builds the plugin and puts
@@ -151,6 +154,10 @@ fn test(args: &[String]) -> Result<()> {
             ]),
         )?;
     }
+    // The build the test run makes, made first so that its binaries are
+    // known: the tests run them (`JAM_TEST_BINS`) instead of building
+    // `jam` and `jamd` a second time into a folder of their own.
+    let bins = build_tests()?;
     let mut tests = cargo();
     if has_nextest() {
         tests.args([
@@ -164,7 +171,10 @@ fn test(args: &[String]) -> Result<()> {
         eprintln!("xtask: cargo-nextest not installed, using cargo test");
         tests.args(["test", "--workspace", "--all-targets", "--no-fail-fast"]);
     }
-    tests.args(&passthrough).env("JAM_VENV", &venv);
+    tests
+        .args(&passthrough)
+        .env("JAM_VENV", &venv)
+        .env("JAM_TEST_BINS", bins);
     run_step("workspace tests", &mut tests)?;
     run_step(
         "doctests",
@@ -174,6 +184,45 @@ fn test(args: &[String]) -> Result<()> {
     )?;
     eprintln!("xtask: all tests passed");
     Ok(())
+}
+
+/// Builds every test target of the workspace as the test run will (same
+/// command as nextest's and `cargo test`'s build, so they find it all up
+/// to date), and returns the workspace's binaries as `name=path` lines.
+fn build_tests() -> Result<String> {
+    eprintln!("xtask: building the tests");
+    let out = cargo()
+        .args([
+            "test",
+            "--workspace",
+            "--all-targets",
+            "--no-run",
+            "--message-format",
+            "json-render-diagnostics",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("could not start cargo test --no-run")?;
+    if !out.status.success() {
+        bail!("building the tests failed ({})", out.status);
+    }
+    let mut bins = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_bin = v["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|x| x == "bin"));
+        // A binary's own unit-test harness has `profile.test` set.
+        if v["reason"] != "compiler-artifact" || !is_bin || v["profile"]["test"] == true {
+            continue;
+        }
+        if let (Some(name), Some(exe)) = (v["target"]["name"].as_str(), v["executable"].as_str()) {
+            bins.push(format!("{name}={exe}"));
+        }
+    }
+    Ok(bins.join("\n"))
 }
 
 /// The product name `bundler.toml` gives the plugin package.
