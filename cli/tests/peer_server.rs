@@ -614,13 +614,16 @@ fn a_direct_path_cut_mid_song_falls_back_to_the_relay_and_the_song_goes_on() {
     wait_for(&alice_err, "direct path to member", &mut alice_log);
     wait_for(&bob_err, "direct path to member", &mut bob_log);
     // On the direct path the relay carries none of the music (jamd's
-    // counters lag by up to a tick: compare settled readings).
+    // counters lag by up to a tick: compare settled readings), but for
+    // copies sent while an answer was late (a stalled process on a loaded
+    // machine puts the path in doubt for a moment): at most a few.
     let before = settled_forwarded(&ns, base);
     std::thread::sleep(Duration::from_secs(2));
     let direct = settled_forwarded(&ns, base);
-    assert_eq!(
-        direct, before,
-        "the relay forwarded data while the path was direct"
+    assert!(
+        direct - before <= 8,
+        "the relay forwarded {} packets while the path was direct",
+        direct - before
     );
 
     let rules = format!(
@@ -690,13 +693,15 @@ fn a_direct_path_cut_mid_song_falls_back_to_the_relay_and_the_song_goes_on() {
         direct,
         after
     );
-    // Only what was sent into the silent path may be missing: one run of
-    // consecutive notes, at most the notes of the silence before the
-    // fallback (1 s, 4 notes; a note every 250 ms) and a little slack for a
+    // Only what was sent into the silent path before it was in doubt may
+    // be missing (after that every frame also goes through the relay):
+    // one run of consecutive notes, at most the notes of `doubt_after`
+    // (400 ms: 2 notes, a note every 250 ms), and a little slack for a
     // loaded machine. The recovery journal restores the state of keys (no
     // note hangs, below); a note whose on and off both fell into the gap
     // leaves no state to restore, so it is counted here, not repaired.
-    let window = (switched.as_millis() as usize / 250) + 4;
+    let doubt_after = jam_transport::direct::DirectConfig::default().doubt_after;
+    let window = (doubt_after.as_millis() as usize).div_ceil(250) + 2;
     assert!(
         lost.saturating_sub(recovered_on) <= window,
         "{lost} notes lost ({recovered_on} repaired), more than {window} in the silent window"

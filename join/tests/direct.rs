@@ -15,6 +15,7 @@ use jam_control_plane::config::Config;
 use jam_control_plane::server::Server;
 use jam_join::RunningPeer;
 use jam_transport::direct::Path;
+use jam_transport::relay_client::RelayPeerStats;
 
 async fn server() -> (Server, tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -113,10 +114,25 @@ async fn two_reachable_peers_switch_to_the_direct_path_and_the_relay_forwards_no
     let bob_stats = bob.driver.call(|p, _| p.stats()).await.unwrap();
     // 60 notes (plus clock sync and receiver feedback) went direct: the
     // relay forwarded no data packet after the switch, and neither peer
-    // sent one to it.
-    assert_eq!(after, before, "relay forwarded data after the switch");
-    assert_eq!(stats.relay_out, stats_before.relay_out);
-    assert_eq!(bob_stats.relay_out, bob_before.relay_out);
+    // sent one to it, but for copies sent while an answer was late (a
+    // stalled process on a loaded machine puts the path in doubt for a
+    // moment): every relayed packet is one of those.
+    let copies = |s: &RelayPeerStats, b: &RelayPeerStats| s.relay_copies - b.relay_copies;
+    let relayed = |s: &RelayPeerStats, b: &RelayPeerStats| s.relay_out - b.relay_out;
+    assert_eq!(
+        relayed(&stats, &stats_before),
+        copies(&stats, &stats_before)
+    );
+    assert_eq!(
+        relayed(&bob_stats, &bob_before),
+        copies(&bob_stats, &bob_before)
+    );
+    let all_copies = copies(&stats, &stats_before) + copies(&bob_stats, &bob_before);
+    assert_eq!(
+        after - before,
+        all_copies,
+        "relay forwarded data after the switch"
+    );
     assert!(
         stats.direct_out >= stats_before.direct_out + 30,
         "{stats:?}"

@@ -17,7 +17,12 @@
 //! 3. **keeps the path alive** with one probe per
 //!    [`DirectConfig::keepalive_interval`] (data from the member on that
 //!    address counts as well);
-//! 4. **falls back to the relay** as soon as the path has been silent for
+//! 4. **doubts** a path silent for [`DirectConfig::doubt_after`] (a
+//!    keepalive answer late or lost): until the member is heard again, the
+//!    caller sends each frame both ways, direct and through the relay
+//!    ([`DirectPaths::in_doubt`]), so frames sent into a path that has just
+//!    broken still arrive;
+//! 5. **falls back to the relay** as soon as the path has been silent for
 //!    [`DirectConfig::silent_after`], and keeps probing (a few rounds, then
 //!    a pause of [`DirectConfig::retry_after`]) so a path that comes back
 //!    is used again.
@@ -168,21 +173,27 @@ pub struct DirectConfig {
     pub retry_after: Duration,
     /// Time between keepalive probes on a direct path.
     pub keepalive_interval: Duration,
+    /// A direct path silent for this long is in doubt: frames go both ways
+    /// until the member is heard again.
+    pub doubt_after: Duration,
     /// A direct path silent for this long is dropped for the relay.
     pub silent_after: Duration,
 }
 
 impl Default for DirectConfig {
     /// Probe every 200 ms for 3 s, then every 5 s; keep a path alive every
-    /// 250 ms and drop it after 1 s of silence (four keepalives lost), so a
-    /// path that breaks costs about a second of notes sent into the void
-    /// (the recovery journal repairs them once the relay carries them).
+    /// 250 ms, doubt it after 400 ms of silence (one answer missing) and
+    /// drop it after 1 s (four missing). A path that breaks costs what was
+    /// sent into it in the 400 ms before the doubt (the recovery journal
+    /// repairs the state of those keys once the relay's copies carry it);
+    /// a late answer costs a few frames sent twice.
     fn default() -> Self {
         DirectConfig {
             probe_interval: Duration::from_millis(200),
             probe_rounds: 15,
             retry_after: Duration::from_secs(5),
             keepalive_interval: Duration::from_millis(250),
+            doubt_after: Duration::from_millis(400),
             silent_after: Duration::from_secs(1),
         }
     }
@@ -224,6 +235,8 @@ struct MemberPath {
     listed: Vec<SocketAddr>,
     direct: Option<SocketAddr>,
     last_heard: Micros,
+    /// The direct path has been silent for `doubt_after`.
+    doubt: bool,
     rounds_left: u32,
     next_probe: Micros,
     /// Probes awaiting their ack: (nonce, address, sent at).
@@ -325,6 +338,7 @@ impl DirectPaths {
             listed: Vec::new(),
             direct: None,
             last_heard: now,
+            doubt: false,
             rounds_left: rounds,
             next_probe: now,
             sent: VecDeque::new(),
@@ -393,6 +407,7 @@ impl DirectPaths {
                     None => {
                         m.direct = Some(addr);
                         m.last_heard = now;
+                        m.doubt = false;
                         m.next_probe = now + self.config.keepalive_interval;
                         self.events.push_back(PathEvent::Direct {
                             member,
@@ -400,7 +415,10 @@ impl DirectPaths {
                             rtt: now.saturating_duration_since(sent_at),
                         });
                     }
-                    Some(d) if d == addr => m.last_heard = now,
+                    Some(d) if d == addr => {
+                        m.last_heard = now;
+                        m.doubt = false;
+                    }
                     Some(_) => {}
                 }
             }
@@ -414,7 +432,18 @@ impl DirectPaths {
             && m.direct == Some(from)
         {
             m.last_heard = m.last_heard.max(now);
+            m.doubt = false;
         }
+    }
+
+    /// Whether the direct path to `member` is in doubt (silent for
+    /// [`DirectConfig::doubt_after`], not yet given up): send each frame
+    /// through the relay as well as to [`DirectPaths::path`]. The receiver
+    /// keeps the first copy; its replay window drops the other.
+    pub fn in_doubt(&self, member: u32) -> bool {
+        self.members
+            .get(&member)
+            .is_some_and(|m| m.direct.is_some() && m.doubt)
     }
 
     /// Runs the probe and silence timers.
@@ -424,8 +453,11 @@ impl DirectPaths {
             m.sent
                 .retain(|(_, _, t)| now.saturating_duration_since(*t) < c.retry_after);
             if let Some(d) = m.direct {
-                if now.saturating_duration_since(m.last_heard) >= c.silent_after {
+                let silence = now.saturating_duration_since(m.last_heard);
+                m.doubt = silence >= c.doubt_after;
+                if silence >= c.silent_after {
                     m.direct = None;
+                    m.doubt = false;
                     m.rounds_left = c.probe_rounds;
                     m.next_probe = now;
                     self.events.push_back(PathEvent::Relay { member: id });
@@ -459,7 +491,8 @@ impl DirectPaths {
             .values()
             .filter(|m| m.active())
             .map(|m| match m.direct {
-                Some(_) => m.next_probe.min(m.last_heard + self.config.silent_after),
+                Some(_) if m.doubt => m.next_probe.min(m.last_heard + self.config.silent_after),
+                Some(_) => m.next_probe.min(m.last_heard + self.config.doubt_after),
                 None => m.next_probe,
             })
             .min()
@@ -632,13 +665,20 @@ mod tests {
         n.b.set_candidates(Micros::ZERO, 1, &[a_addr]);
         n.run(Micros(100_000), |_, _| true);
         assert_eq!(n.a.path(2), Path::Direct(b_addr));
+        assert!(!n.a.in_doubt(2));
         n.events.clear();
-        // Everything direct is dropped from 0.1 s on.
+        // Everything direct is dropped from 0.1 s on. The last answer came
+        // at most a keepalive before: in doubt by 0.1 + 0.4 s, while still
+        // sending direct.
+        n.run(Micros(500_000), |_, _| false);
+        assert!(n.a.in_doubt(2) && n.b.in_doubt(1));
         n.run(Micros(1_000_000), |_, _| false);
         assert_eq!(n.a.path(2), Path::Direct(b_addr), "not yet a second");
+        assert!(n.a.in_doubt(2));
         n.run(Micros(1_400_000), |_, _| false);
         assert_eq!(n.a.path(2), Path::Relay);
         assert_eq!(n.b.path(1), Path::Relay);
+        assert!(!n.a.in_doubt(2), "no doubt on the relay");
         assert!(n.events.contains(&(1, PathEvent::Relay { member: 2 })));
         // The path heals: found again by the next probe round (at most
         // retry_after later).
@@ -662,6 +702,7 @@ mod tests {
             while n.a.poll_probe().is_some() {}
         }
         assert_eq!(n.a.path(2), Path::Direct(b_addr));
+        assert!(!n.a.in_doubt(2), "data is an answer too");
         // Data from another address does not count.
         let mut t2 = t;
         while t2 < t + Duration::from_millis(1_500) {

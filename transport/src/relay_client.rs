@@ -38,8 +38,9 @@
 //! data packet (same routing header: session, sender, addressee) around
 //! the same sealed frame the relay would carry, so the receiver opens it
 //! exactly as if the relay had forwarded it; it accepts both at all times,
-//! and the replay window drops the copies of a switch. When the direct
-//! path goes silent the peer sends through the relay again at once. The
+//! and the replay window drops the copies of a switch. While the direct
+//! path is in doubt (an answer late) each frame goes both ways; when it
+//! goes silent the peer sends through the relay alone again. The
 //! participant never notices: member addresses stay virtual.
 //!
 //! Not here: the HTTP calls (`jam-join` makes them).
@@ -519,6 +520,9 @@ pub struct RelayPeerStats {
     pub direct_in: u64,
     /// Data packets sent through the relay.
     pub relay_out: u64,
+    /// Of those, copies of frames also sent straight to a member whose
+    /// direct path was in doubt ([`DirectPaths::in_doubt`]).
+    pub relay_copies: u64,
 }
 
 /// A [`Participant`] over a relay, end-to-end encrypted; see the
@@ -757,10 +761,19 @@ impl RelayPeer {
             .map_err(|_| SendReliableError::TooLong(frame.len()))
     }
 
-    /// Sends a sealed frame to `dest` on its current path.
+    /// Sends a sealed frame to `dest` on its current path, and through the
+    /// relay as well while that path is in doubt.
     fn send_sealed(&mut self, dest: u32, sealed: &[u8]) -> Result<(), EncodeError> {
         match self.path(dest) {
-            Path::Direct(to) => self.send_direct(dest, to, sealed),
+            Path::Direct(to) => {
+                self.send_direct(dest, to, sealed)?;
+                if self.direct.as_ref().is_some_and(|d| d.in_doubt(dest)) {
+                    self.stats.relay_out += 1;
+                    self.stats.relay_copies += 1;
+                    self.client.send(dest, sealed)?;
+                }
+                Ok(())
+            }
             Path::Relay => {
                 self.stats.relay_out += 1;
                 self.client.send(dest, sealed)
@@ -1215,6 +1228,8 @@ mod tests {
         open: bool,
         /// Data packets the toy relay forwarded.
         forwarded: u64,
+        /// MIDI events each peer's participant delivered.
+        midi_in: [usize; 2],
     }
 
     const IDS: [u32; 2] = [10, 20];
@@ -1254,6 +1269,7 @@ mod tests {
                 now: Micros::ZERO,
                 open: true,
                 forwarded: 0,
+                midi_in: [0; 2],
             }
         }
 
@@ -1295,7 +1311,14 @@ mod tests {
                     while let Some(t) = Protocol::poll_transmit(p) {
                         sent.push((i, t));
                     }
-                    while Protocol::poll_event(p).is_some() {}
+                    while let Some(e) = Protocol::poll_event(p) {
+                        if matches!(
+                            e,
+                            RelayPeerEvent::Participant(ParticipantEvent::Midi { .. })
+                        ) {
+                            self.midi_in[i] += 1;
+                        }
+                    }
                 }
                 let mut flights: Vec<(usize, SocketAddr, Vec<u8>)> = Vec::new();
                 for (i, t) in sent {
@@ -1400,6 +1423,50 @@ mod tests {
         );
         assert_eq!(n.forwarded, before, "the relay carried data");
         assert!(n.peers[0].stats().direct_out > 20);
+    }
+
+    /// A note from peer 10 every 50 ms for `ms`; how many peer 20 heard.
+    fn play(n: &mut Pair, ms: u64) -> usize {
+        let before = n.midi_in[1];
+        for _ in 0..ms / 50 {
+            let now = n.now;
+            let m = jam_core::ShortMessage::note_on(0, 60, 100);
+            n.peers[0].participant().send(now, now, m).unwrap();
+            n.run_for(Duration::from_millis(50));
+        }
+        n.midi_in[1] - before
+    }
+
+    #[test]
+    fn frames_sent_while_a_direct_path_is_in_doubt_also_go_through_the_relay() {
+        let mut n = direct_pair();
+        assert_eq!(play(&mut n, 500), 10);
+        assert_eq!(n.peers[0].stats().relay_copies, 0);
+        // The direct path breaks. What is sent before the doubt (400 ms
+        // of silence; the last answer came up to a keepalive earlier) is
+        // lost; from then on the relay's copies arrive, before the path is
+        // given up at 1 s.
+        n.open = false;
+        let heard = play(&mut n, 2_000);
+        assert_eq!(n.paths()[0], Path::Relay);
+        let copies = n.peers[0].stats().relay_copies;
+        assert!(copies > 0, "no copies through the relay");
+        let c = DirectConfig::default();
+        let lost_at_most = (c.doubt_after.as_millis() / 50) as usize;
+        assert!(heard >= 40 - lost_at_most, "heard {heard} of 40");
+        assert!(
+            heard > 40 - (c.silent_after.as_millis() / 50) as usize,
+            "no better than waiting for the fallback: heard {heard} of 40"
+        );
+        // A late answer on a working path: copies for a moment, nothing
+        // lost, the path stays.
+        let mut n = direct_pair();
+        n.open = false;
+        n.run_for(c.doubt_after + Duration::from_millis(100));
+        n.open = true;
+        assert_eq!(play(&mut n, 1_000), 20);
+        assert!(matches!(n.paths()[0], Path::Direct(_)));
+        assert!(!n.peers[0].direct().unwrap().in_doubt(IDS[1]));
     }
 
     #[test]
