@@ -659,7 +659,9 @@ impl WorkerSession {
             m.measured(now, peer, local_minus_remote_us, rtt_us);
             return;
         }
-        if self.founder {
+        // A shared session measures only through its mesh (founded at the
+        // first peer): a peer's clock says nothing without its alignment.
+        if self.founder || self.setup.shared.is_some() {
             return;
         }
         self.clock.handle_measurement(
@@ -1212,6 +1214,17 @@ mod tests {
             fa.sync().unwrap().doc().heads(),
             fb.sync().unwrap().doc().heads()
         );
+    }
+
+    #[test]
+    fn a_shared_session_takes_no_measurement_outside_its_mesh() {
+        // A measurement before the document (and its mesh) exists, as
+        // after `share` left another session's document: without the
+        // peer's published alignment it is not a session-time offset.
+        let shared = SharedSession::jamd("00c0ffee00c0ffee", "tuesday", 0, [2; 32], false);
+        let mut w = WorkerSession::new(setup("bob", 2).with_shared(shared), PeerId([2; 16]));
+        w.clock_measured(Micros::from_secs(1), PeerId([1; 16]), 5_000, 1_000);
+        assert_eq!(w.view(None).clock_stratum, None);
     }
 
     #[test]
