@@ -158,12 +158,7 @@ impl SessionDoc {
         profile: &Profile,
         nonce: u64,
     ) -> Result<SessionDoc, EditError> {
-        check_len("session name", &config.name)?;
-        let mut d = SessionDoc::new_replica(founder, nonce);
-        d.transact(|tx| schema::write_genesis(tx, config))?;
-        d.full_refresh();
-        d.join(profile, config.origin)?;
-        Ok(d)
+        SessionDoc::found(config, founder, profile, nonce, None)
     }
 
     /// Founds a session that other peers may found at the same time from
@@ -187,9 +182,23 @@ impl SessionDoc {
         profile: &Profile,
         nonce: u64,
     ) -> Result<SessionDoc, EditError> {
+        SessionDoc::found(config, me, profile, nonce, Some(genesis_actor(&config.id)))
+    }
+
+    /// The genesis written by `genesis_writer` (by `(me, nonce)` when
+    /// `None`), then `me` joins.
+    fn found(
+        config: &SessionConfig,
+        me: PeerId,
+        profile: &Profile,
+        nonce: u64,
+        genesis_writer: Option<ActorId>,
+    ) -> Result<SessionDoc, EditError> {
         check_len("session name", &config.name)?;
         let mut d = SessionDoc::new_replica(me, nonce);
-        d.doc.set_actor(genesis_actor(&config.id));
+        if let Some(writer) = genesis_writer {
+            d.doc.set_actor(writer);
+        }
         let written = d.transact(|tx| schema::write_genesis(tx, config));
         d.doc.set_actor(d.actor.clone());
         written?;
