@@ -804,16 +804,28 @@ pub struct JoinResponse {
     pub members: Vec<MemberView>,
 }
 
-async fn member_views(state: &AppState, session_id: &str) -> Result<Vec<MemberView>, ApiError> {
-    let sid = u64::from_str_radix(session_id, 16).map_err(|_| ApiError::NotFound("session"))?;
-    let online = state.online_members(sid);
+/// The member list as every node shows it. Whether a member is online
+/// comes from this node's relay when the session lives here, else from
+/// what the hosting node recorded (`members.online_since`, see `nodes`).
+async fn member_views(state: &AppState, s: &SessionRow) -> Result<Vec<MemberView>, ApiError> {
+    let sid = u64::from_str_radix(&s.id, 16).map_err(|_| ApiError::NotFound("session"))?;
+    let here = s.node == state.config.node_name;
+    let online = if here {
+        state.online_members(sid)
+    } else {
+        Default::default()
+    };
     Ok(state
         .db
-        .members(session_id)
+        .members(&s.id)
         .await?
         .into_iter()
         .map(|m| MemberView {
-            online: online.contains(&m.member_id),
+            online: if here {
+                online.contains(&m.member_id)
+            } else {
+                m.online_since.is_some()
+            },
             member_id: m.member_id,
             username: m.username,
             public_key: m.public_key,
@@ -886,7 +898,7 @@ async fn join_session(
         hello_key: key.to_hex(),
         ticket_expires_at: expires_ms,
         server_time_ms: now,
-        members: member_views(&state, &s.id).await?,
+        members: member_views(&state, &s).await?,
         session: SessionView::from(&s),
     }))
 }
@@ -907,7 +919,7 @@ async fn list_members(
 ) -> Result<Json<Vec<MemberView>>, ApiError> {
     let s = session_by_id(&state, &id).await?;
     may_list_members(&state, &s, &u).await?;
-    Ok(Json(member_views(&state, &s.id).await?))
+    Ok(Json(member_views(&state, &s).await?))
 }
 
 /// `GET /api/sessions/{id}/members/events`: server-sent events named
@@ -937,7 +949,7 @@ async fn member_events(
         async move {
             let s = state.db.session(&id).await.ok()??;
             may_list_members(&state, &s, &u).await.ok()?;
-            let views = member_views(&state, &s.id).await.ok()?;
+            let views = member_views(&state, &s).await.ok()?;
             serde_json::to_string(&views).ok().map(Arc::from)
         }
     };

@@ -68,6 +68,9 @@ pub struct FileConfig {
     pub relay_rate_bytes: Option<u32>,
     /// Relay: silence after which a member is forgotten, seconds.
     pub keepalive_timeout_secs: Option<u64>,
+    /// Seconds between two checks of the relay's live members against the
+    /// database (the backstop for leaves made through another node).
+    pub membership_sweep_secs: Option<u64>,
     /// Log format.
     pub log_format: Option<LogFormat>,
 }
@@ -99,6 +102,7 @@ impl FileConfig {
             relay_burst_packets: self.relay_burst_packets.or(other.relay_burst_packets),
             relay_rate_bytes: self.relay_rate_bytes.or(other.relay_rate_bytes),
             keepalive_timeout_secs: self.keepalive_timeout_secs.or(other.keepalive_timeout_secs),
+            membership_sweep_secs: self.membership_sweep_secs.or(other.membership_sweep_secs),
             log_format: self.log_format.or(other.log_format),
         }
     }
@@ -139,6 +143,7 @@ impl FileConfig {
                     .unwrap_or(d.keepalive_timeout),
                 ..d
             },
+            membership_sweep: Duration::from_secs(self.membership_sweep_secs.unwrap_or(5).max(1)),
             log_format: self.log_format.unwrap_or(LogFormat::Text),
             data_dir,
         }
@@ -172,6 +177,11 @@ pub struct Config {
     pub max_blob_bytes: u64,
     /// Relay settings.
     pub relay: RelayConfig,
+    /// How often the relay's live members are checked against the
+    /// database. On PostgreSQL, nodes also tell each other of changes at
+    /// once (`nodes`); this sweep is what remains when a notice is lost,
+    /// and the only path between nodes sharing a SQLite file.
+    pub membership_sweep: Duration,
     /// Log format.
     pub log_format: LogFormat,
 }

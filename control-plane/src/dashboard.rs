@@ -105,6 +105,14 @@ impl SessionSignals {
         }
     }
 
+    /// Counts a change in every followed session (after changes elsewhere
+    /// may have been missed, see `nodes`).
+    pub fn bump_all(&self) {
+        for tx in self.map().values() {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
     /// Drops `session`'s entry (the session is gone): its streams' signal
     /// closes and they end.
     pub fn forget(&self, session: &str) {
@@ -167,6 +175,10 @@ pub struct SessionLine {
     pub owner: String,
     /// Listed publicly.
     pub public: bool,
+    /// The node whose relay hosts it. For another node's session, this
+    /// node knows who is online (from the database) but not their relay
+    /// figures, which stay zero here.
+    pub node: String,
     /// Members.
     pub members: Vec<MemberLine>,
 }
@@ -216,6 +228,7 @@ async fn build(state: &AppState) -> Result<(String, String), db::DbError> {
     let mut member_count = 0;
     for s in state.db.all_sessions().await? {
         let sid = u64::from_str_radix(&s.id, 16).unwrap_or(0);
+        let here = s.node == state.config.node_name;
         let members: Vec<MemberLine> = state
             .db
             .members(&s.id)
@@ -226,7 +239,11 @@ async fn build(state: &AppState) -> Result<(String, String), db::DbError> {
                 MemberLine {
                     member_id: m.member_id,
                     username: m.username,
-                    online: l.is_some(),
+                    online: if here {
+                        l.is_some()
+                    } else {
+                        m.online_since.is_some()
+                    },
                     rtt_ms: l.map_or(0.0, |l| f64::from(l.rtt_us) / 1000.0),
                     loss_pct: l.map_or(0.0, |l| f64::from(l.loss_permille) / 10.0),
                     jitter_ms: l.map_or(0.0, |l| f64::from(l.jitter_us) / 1000.0),
@@ -244,6 +261,7 @@ async fn build(state: &AppState) -> Result<(String, String), db::DbError> {
             name: s.name,
             owner: s.owner,
             public: s.is_public,
+            node: s.node,
             members,
         });
     }
@@ -459,7 +477,8 @@ function render(s) {
   for (const sess of s.sessions) {
     const box = el('section', {class: 'session', 'data-session': sess.id});
     box.append(el('h2', {}, sess.name + ' ',
-      el('span', {class: 'muted'}, `(${sess.members.length} members, owner ${sess.owner})`)));
+      el('span', {class: 'muted'}, `(${sess.members.length} members, owner ${sess.owner}` +
+        (sess.node === s.node ? ')' : `, on ${sess.node}: relay figures there)`))));
     const head = el('tr', {}, el('th', {}, 'member'), el('th', {}, 'state'),
       el('th', {class: 'num'}, 'RTT ms'), el('th', {class: 'num'}, 'loss %'),
       el('th', {class: 'num'}, 'jitter ms'), el('th', {class: 'num'}, 'relay in'),

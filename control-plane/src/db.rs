@@ -42,6 +42,9 @@ pub enum DbError {
     /// A stored value does not have the expected form.
     #[error("corrupt stored value in {0}")]
     Corrupt(&'static str),
+    /// The backend cannot do what was asked.
+    #[error("unsupported: {0}")]
+    Unsupported(&'static str),
 }
 
 fn classify(e: sqlx::Error) -> DbError {
@@ -138,6 +141,10 @@ pub struct MemberRow {
     pub reported_addrs: String,
     /// Unix ms.
     pub joined_at: i64,
+    /// Unix ms of the hello by which it went live on the session's relay,
+    /// `None` while it is offline there (written by the node hosting the
+    /// session, read by the others).
+    pub online_since: Option<i64>,
 }
 
 /// A blob and its newest version.
@@ -659,7 +666,7 @@ impl Db {
     /// The members of a session with their device keys and addresses.
     pub async fn members(&self, session_id: &str) -> Result<Vec<MemberRow>> {
         sqlx::query(
-            "SELECT m.member_id, m.user_id, u.username, d.public_key, m.observed_addr, m.reported_addrs, m.joined_at \
+            "SELECT m.member_id, m.user_id, u.username, d.public_key, m.observed_addr, m.reported_addrs, m.joined_at, m.online_since \
              FROM members m JOIN users u ON u.id = m.user_id LEFT JOIN devices d ON d.id = m.device_id \
              WHERE m.session_id = $1 ORDER BY m.joined_at, m.member_id",
         )
@@ -677,24 +684,73 @@ impl Db {
                 observed_addr: r.try_get("observed_addr")?,
                 reported_addrs: r.try_get("reported_addrs")?,
                 joined_at: r.try_get("joined_at")?,
+                online_since: r.try_get("online_since")?,
             })
         })
         .collect()
     }
 
-    /// Records the addresses the relay learned from a member's hello.
-    pub async fn set_member_addrs(
+    /// Records a member's hello on this node's relay: the addresses the
+    /// relay learned and since when (unix ms) the member is live.
+    pub async fn set_member_online(
         &self,
         session_id: &str,
         member_id: u32,
         observed: &str,
         reported: &str,
+        since_ms: i64,
     ) -> Result<()> {
-        sqlx::query("UPDATE members SET observed_addr = $1, reported_addrs = $2 WHERE session_id = $3 AND member_id = $4")
+        sqlx::query("UPDATE members SET observed_addr = $1, reported_addrs = $2, online_since = $3 WHERE session_id = $4 AND member_id = $5")
             .bind(observed)
             .bind(reported)
+            .bind(since_ms)
             .bind(session_id)
             .bind(i64::from(member_id))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records that a member is no longer live on this node's relay.
+    pub async fn set_member_offline(&self, session_id: &str, member_id: u32) -> Result<()> {
+        sqlx::query(
+            "UPDATE members SET online_since = NULL WHERE session_id = $1 AND member_id = $2",
+        )
+        .bind(session_id)
+        .bind(i64::from(member_id))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks every member of the sessions `node` hosts offline: its relay
+    /// has just started (or stopped), so nobody is live there, whatever a
+    /// node killed mid-session left in the database. Returns the ids of the
+    /// sessions whose rows changed.
+    pub async fn clear_presence(&self, node: &str) -> Result<Vec<String>> {
+        sqlx::query(
+            "UPDATE members SET online_since = NULL WHERE online_since IS NOT NULL \
+             AND session_id IN (SELECT id FROM sessions WHERE node = $1) RETURNING session_id",
+        )
+        .bind(node)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get::<String, _>("session_id")?))
+        .collect::<Result<std::collections::BTreeSet<String>>>()
+        .map(|ids| ids.into_iter().collect())
+    }
+
+    /// Sends `payload` to every node listening on `channel` (PostgreSQL's
+    /// `NOTIFY`, delivered when the statement commits). SQLite has no such
+    /// channel: an error there.
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<()> {
+        if self.backend != Backend::Postgres {
+            return Err(DbError::Unsupported("notifications need PostgreSQL"));
+        }
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
             .execute(&self.pool)
             .await?;
         Ok(())

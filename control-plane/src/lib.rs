@@ -15,6 +15,10 @@
 //!   and Prometheus text at `/metrics`.
 //! - [`db`]: one set of SQL statements for SQLite (default) and PostgreSQL,
 //!   with versioned migrations; [`config`]: flags, environment, TOML.
+//! - [`nodes`]: several nodes on one PostgreSQL database tell each other
+//!   what changed (`NOTIFY`), so any node's API and dashboard show a
+//!   session hosted by another, and a leave made anywhere reaches the
+//!   hosting relay at once.
 //!
 //! [`server::Server`] starts it all:
 //!
@@ -39,5 +43,6 @@ pub mod config;
 pub mod dashboard;
 pub mod db;
 pub mod metrics;
+pub mod nodes;
 pub mod relay;
 pub mod server;

@@ -81,6 +81,10 @@ struct Opts {
     /// Relay: seconds of silence after which a member is forgotten [default: 20].
     #[arg(long, env = "JAMD_KEEPALIVE_TIMEOUT_SECS", global = true)]
     keepalive_timeout_secs: Option<u64>,
+    /// Seconds between checks of the relay's live members against the
+    /// database [default: 5].
+    #[arg(long, env = "JAMD_MEMBERSHIP_SWEEP_SECS", global = true)]
+    membership_sweep_secs: Option<u64>,
     /// Log format [default: text].
     #[arg(long, env = "JAMD_LOG_FORMAT", global = true)]
     log_format: Option<LogFormat>,
@@ -104,6 +108,7 @@ impl Opts {
             relay_burst_packets: self.relay_burst_packets,
             relay_rate_bytes: self.relay_rate_bytes,
             keepalive_timeout_secs: self.keepalive_timeout_secs,
+            membership_sweep_secs: self.membership_sweep_secs,
             log_format: self.log_format,
         }
     }

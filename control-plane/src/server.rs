@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, mpsc};
-use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -15,6 +14,7 @@ use crate::config::Config;
 use crate::dashboard::{self, Dashboard};
 use crate::db::{self, Db};
 use crate::metrics::{self, Metrics};
+use crate::nodes::{self, ChangeFeed};
 use crate::relay::{self, RelayCommand, RelayEvent, RelayHandle, RelayShared, RelaySnapshot};
 use crate::{api, blobs};
 
@@ -37,6 +37,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Dashboard snapshots.
     pub dashboard: Arc<Dashboard>,
+    /// Tells the other nodes on the same database what changed here.
+    pub feed: ChangeFeed,
     /// Becomes true when the server shuts down (ends SSE streams).
     pub shutdown: watch::Receiver<bool>,
 }
@@ -64,12 +66,14 @@ impl AppState {
             .collect()
     }
 
-    /// Something in `session` (its id, 16 lowercase hex digits) changed:
-    /// asks the dashboard to rebuild now (it shows every session) and wakes
-    /// the member streams of that session only.
+    /// Something in `session` (its id, 16 lowercase hex digits) changed on
+    /// this node: asks the dashboard to rebuild now (it shows every
+    /// session), wakes the member streams of that session only, and tells
+    /// the other nodes on the same database (`nodes`).
     pub fn dashboard_changed(&self, session: &str) {
         self.dashboard.changed.notify_one();
         self.dashboard.sessions.bump(session);
+        self.feed.publish(session);
     }
 }
 
@@ -115,6 +119,12 @@ impl Server {
                 .await
                 .context("reading the relay secret")?,
         );
+        // Nobody is live on a relay that is only starting, whatever a node
+        // killed mid-session left in the database.
+        let stale = db
+            .clear_presence(&config.node_name)
+            .await
+            .context("clearing the presence left by an earlier run")?;
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let relay = relay::server::spawn(
             config.relay_listen,
@@ -128,6 +138,7 @@ impl Server {
             .with_context(|| format!("binding HTTP to {}", config.http_listen))?;
         let http_addr = listener.local_addr()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (feed, feed_rx) = nodes::channel(db.backend());
         let state = AppState {
             db,
             config: Arc::new(config),
@@ -137,8 +148,13 @@ impl Server {
             relay_local: relay.local_addr,
             metrics: Arc::new(Metrics::default()),
             dashboard: Arc::new(Dashboard::default()),
+            feed,
             shutdown: shutdown_rx.clone(),
         };
+        nodes::spawn(&state, feed_rx, shutdown_rx.clone());
+        for sid in &stale {
+            state.dashboard_changed(sid);
+        }
         tokio::spawn(relay_events(state.clone(), events_rx, shutdown_rx.clone()));
         tokio::spawn(dashboard::run_builder(state.clone(), shutdown_rx.clone()));
         tokio::spawn(housekeeping(state.clone(), shutdown_rx.clone()));
@@ -171,12 +187,26 @@ impl Server {
     }
 
     /// Stops everything: HTTP (after open requests finish), the relay
-    /// thread, background tasks, and closes the database.
+    /// thread, background tasks; marks this relay's members offline (and
+    /// tells the other nodes), and closes the database.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
         let r = self.wait().await;
         self.relay.shutdown();
-        self.state.db.close().await;
+        let state = &self.state;
+        match state.db.clear_presence(&state.config.node_name).await {
+            Ok(sessions) if state.db.backend() == db::Backend::Postgres => {
+                for sid in sessions {
+                    let notice = nodes::payload(&state.config.node_name, &sid);
+                    if let Err(e) = state.db.notify(nodes::CHANNEL, &notice).await {
+                        tracing::warn!(error = %e, "telling the other nodes failed");
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "marking this relay's members offline failed"),
+        }
+        state.db.close().await;
         r
     }
 }
@@ -214,12 +244,13 @@ async fn relay_events(
             } => {
                 let reported: Vec<String> = reported.iter().map(|a| a.to_string()).collect();
                 let sid = format!("{session:016x}");
+                let (observed_s, reported_s) = (observed.to_string(), reported.join(","));
                 if let Err(e) = state
                     .db
-                    .set_member_addrs(&sid, member, &observed.to_string(), &reported.join(","))
+                    .set_member_online(&sid, member, &observed_s, &reported_s, db::now_ms())
                     .await
                 {
-                    tracing::warn!(error = %e, "recording a member's addresses failed");
+                    tracing::warn!(error = %e, "recording a member's hello failed");
                 }
                 tracing::info!(session = %sid, member, %observed, "member online");
                 sid
@@ -230,6 +261,9 @@ async fn relay_events(
                 reason,
             } => {
                 let sid = format!("{session:016x}");
+                if let Err(e) = state.db.set_member_offline(&sid, member).await {
+                    tracing::warn!(error = %e, "recording a member's departure failed");
+                }
                 tracing::info!(session = %sid, member, ?reason, "member offline");
                 sid
             }
@@ -238,41 +272,65 @@ async fn relay_events(
     }
 }
 
-/// Every few seconds: revoke live relay members whose membership is gone
-/// from the database (left through another node), forget the change counts
-/// of sessions whose member streams have all ended, purge expired tokens.
+/// Every `Config::membership_sweep` (5 s by default): revoke live relay
+/// members whose membership is gone from the database (left through
+/// another node; on PostgreSQL `nodes` does this at once, and this is the
+/// backstop), forget the change counts of sessions whose member streams
+/// have all ended, and now and then purge expired tokens.
 async fn housekeeping(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let period = state.config.membership_sweep;
+    let purge_every = (3600 / period.as_secs().max(1)).max(1);
     let mut tick = 0u64;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = tokio::time::sleep(period) => {}
             _ = shutdown.changed() => return,
         }
         tick += 1;
         state.dashboard.sessions.prune();
-        // One query per session with live members, not one per member.
-        let mut live: std::collections::HashMap<u64, Vec<u32>> = std::collections::HashMap::new();
-        for m in state.relay_snapshot().members {
-            live.entry(m.session).or_default().push(m.member);
-        }
-        for (session, members) in live {
-            let sid = format!("{session:016x}");
-            match state.db.members(&sid).await {
-                Ok(rows) => {
-                    let current: HashSet<u32> = rows.iter().map(|r| r.member_id).collect();
-                    for m in members.into_iter().filter(|m| !current.contains(m)) {
-                        state.revoke(&sid, m);
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "membership sweep failed"),
-            }
-        }
-        if tick % 720 == 1
+        sweep_memberships(&state).await;
+        if (tick - 1).is_multiple_of(purge_every)
             && let Err(e) = state.db.purge_expired(db::now_ms()).await
         {
             tracing::warn!(error = %e, "purging expired tokens failed");
         }
     }
+}
+
+/// Checks every live member of this node's relay against the database,
+/// one query per session with live members, and revokes the departed.
+pub(crate) async fn sweep_memberships(state: &AppState) {
+    let mut live: std::collections::HashMap<u64, Vec<u32>> = std::collections::HashMap::new();
+    for m in state.relay_snapshot().members {
+        live.entry(m.session).or_default().push(m.member);
+    }
+    for (session, members) in live {
+        if let Err(e) = drop_departed(state, session, members).await {
+            tracing::warn!(error = %e, "membership sweep failed");
+        }
+    }
+}
+
+/// Revokes those of `live` (members of `session` live on this relay) who
+/// are no longer members in the database.
+pub(crate) async fn drop_departed(
+    state: &AppState,
+    session: u64,
+    live: Vec<u32>,
+) -> Result<(), db::DbError> {
+    let sid = format!("{session:016x}");
+    let current: HashSet<u32> = state
+        .db
+        .members(&sid)
+        .await?
+        .iter()
+        .map(|r| r.member_id)
+        .collect();
+    for m in live.into_iter().filter(|m| !current.contains(m)) {
+        tracing::info!(session = %sid, member = m, "membership gone; dropping from the relay");
+        state.revoke(&sid, m);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,13 +2,11 @@
 
 mod common;
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
-use common::TestServer;
 use common::relay_client::RelayClient;
+use common::{MemberStream, TestServer};
 use jam_control_plane::auth;
-use jam_join::sse::SseDecoder;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -812,55 +810,6 @@ async fn metrics_and_dashboard_snapshot(ts: &TestServer) {
         .await
         .unwrap();
     assert!(page.contains("<script src=\"/dashboard.js\">"));
-}
-
-/// A member stream (`GET /api/sessions/{id}/members/events`) over real
-/// HTTP, decoded by the peers' own decoder.
-struct MemberStream {
-    resp: reqwest::Response,
-    decoder: SseDecoder,
-    ready: VecDeque<Value>,
-}
-
-impl MemberStream {
-    async fn open(ts: &TestServer, token: &str, session: &str) -> MemberStream {
-        let resp = ts
-            .http
-            .get(format!("{}/api/sessions/{session}/members/events", ts.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("stream request sent");
-        assert_eq!(resp.status(), StatusCode::OK);
-        MemberStream {
-            resp,
-            decoder: SseDecoder::new(),
-            ready: VecDeque::new(),
-        }
-    }
-
-    /// The next member list; `None` when the stream ends.
-    async fn read(&mut self) -> Option<Value> {
-        loop {
-            if let Some(v) = self.ready.pop_front() {
-                return Some(v);
-            }
-            let chunk = self.resp.chunk().await.expect("stream readable")?;
-            for e in self.decoder.push(&chunk).expect("well-formed events") {
-                assert_eq!(e.event, "members", "{e:?}");
-                self.ready
-                    .push_back(serde_json::from_str(&e.data).expect("a JSON list"));
-            }
-        }
-    }
-
-    /// The next member list, which must come within 30 s.
-    async fn next(&mut self, what: &str) -> Value {
-        tokio::time::timeout(Duration::from_secs(30), self.read())
-            .await
-            .unwrap_or_else(|_| panic!("{what}: no event within 30 s"))
-            .unwrap_or_else(|| panic!("{what}: the stream ended"))
-    }
 }
 
 fn usernames(list: &Value) -> Vec<&str> {

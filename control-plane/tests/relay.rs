@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::relay_client::RelayClient;
-use common::{Backend, TestServer};
+use common::{Backend, MemberStream, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -348,15 +348,7 @@ async fn silent_members_expire_and_keepalives_keep_them() {
 async fn leaving_over_http_revokes_the_ticket_and_relay_leave_forgets_the_address() {
     let ts = TestServer::start(Backend::Sqlite).await.unwrap();
     let (sid, mut m) = session_with(&ts, 3).await;
-    let (s, _) = ts
-        .call(
-            Method::POST,
-            &format!("/api/sessions/{sid}/leave"),
-            Some(&m[2].0),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::NO_CONTENT);
+    leave(&ts, &m[2].0, &sid).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     m[2].1.send_data(0, b"after leaving");
     assert!(
@@ -414,27 +406,9 @@ async fn joins_carry_the_addresses_for_a_direct_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_sharing_a_database_agree_on_tickets_and_leaves() {
     let node1 = TestServer::start(Backend::Sqlite).await.unwrap();
-    let url = node1.server().state.config.database_url.clone();
-    let dir2 = tempfile::tempdir().unwrap();
-    let mut cfg2 = jam_control_plane::config::Config::for_tests(dir2.path(), Some(url));
-    cfg2.node_name = "node2".into();
-    let node2 = jam_control_plane::server::Server::start(cfg2)
-        .await
-        .unwrap();
-    let base2 = format!("http://{}", node2.http_addr);
+    let (_dir2, _, node2) = second_node(&node1, |_| {}).await;
     let owner = node1.user("owner").await;
-    let resp = reqwest::Client::new()
-        .post(format!("{base2}/api/sessions"))
-        .bearer_auth(&owner)
-        .json(&json!({"name": "on node 2"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    let sid = resp.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sid = session_on(&node1, &node2, &owner, "on node 2").await;
     let mut clients = Vec::new();
     for name in ["xia", "yan"] {
         let token = node1.user(name).await;
@@ -454,15 +428,13 @@ async fn nodes_sharing_a_database_agree_on_tickets_and_leaves() {
         clients[0].1.recv_data(WAIT * 3).map(|d| d.1),
         Some(b"hello from yan".to_vec())
     );
-    let (s, _) = node1
-        .call(
-            Method::POST,
-            &format!("/api/sessions/{sid}/leave"),
-            Some(&clients[1].0),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::NO_CONTENT);
+    // Node 1 has no relay state for this session; it shows who is online
+    // from what node 2 recorded.
+    assert_eq!(
+        listed_online(&node1, &clients[0].0, &sid).await,
+        ["xia", "yan"]
+    );
+    leave(&node1, &clients[1].0, &sid).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         clients[1].1.send_data(0, b"still here?");
@@ -475,6 +447,232 @@ async fn nodes_sharing_a_database_agree_on_tickets_and_leaves() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    node2.shutdown().await.unwrap();
+    node1.stop().await;
+}
+
+/// The usernames a member list shows online, in list order.
+fn online_names(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .expect("a member list")
+        .iter()
+        .filter(|m| m["online"] == true)
+        .map(|m| m["username"].as_str().expect("username"))
+        .collect()
+}
+
+/// A second node named `node2` on `node1`'s database (`tweak` may change
+/// its config): its data directory (keep it alive), config and server.
+async fn second_node(
+    node1: &TestServer,
+    tweak: impl FnOnce(&mut jam_control_plane::config::Config),
+) -> (
+    tempfile::TempDir,
+    jam_control_plane::config::Config,
+    jam_control_plane::server::Server,
+) {
+    let url = node1.server().state.config.database_url.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = jam_control_plane::config::Config::for_tests(dir.path(), Some(url));
+    cfg.node_name = "node2".into();
+    tweak(&mut cfg);
+    let node2 = jam_control_plane::server::Server::start(cfg.clone())
+        .await
+        .unwrap();
+    (dir, cfg, node2)
+}
+
+/// A public session named `name`, created by `token` through `node`'s API
+/// (so it lives on `node`'s relay); its id.
+async fn session_on(
+    ts: &TestServer,
+    node: &jam_control_plane::server::Server,
+    token: &str,
+    name: &str,
+) -> String {
+    let resp = ts
+        .http
+        .post(format!("http://{}/api/sessions", node.http_addr))
+        .bearer_auth(token)
+        .json(&json!({ "name": name }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `token` leaves session `sid` through `ts`'s API.
+async fn leave(ts: &TestServer, token: &str, sid: &str) {
+    let (s, v) = ts
+        .call(
+            Method::POST,
+            &format!("/api/sessions/{sid}/leave"),
+            Some(token),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+}
+
+/// Who `ts`'s `GET /api/sessions/{sid}/members` shows online.
+async fn listed_online(ts: &TestServer, token: &str, sid: &str) -> Vec<String> {
+    let (s, list) = ts
+        .call(
+            Method::GET,
+            &format!("/api/sessions/{sid}/members"),
+            Some(token),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    online_names(&list).into_iter().map(String::from).collect()
+}
+
+/// The next list on `stream` that `ok` accepts (lists in between are
+/// transitions), within the stream's own 30 s per event.
+async fn until(stream: &mut MemberStream, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    loop {
+        let list = stream.next(what).await;
+        if ok(&list) {
+            return list;
+        }
+    }
+}
+
+/// Two nodes on one PostgreSQL database, each with its membership sweep an
+/// hour apart, so that only the nodes' notices (`nodes`) can carry a change
+/// from one to the other within the test: a member stream on node 1 follows
+/// a session hosted by node 2 and sees members go online on node 2's relay;
+/// node 2's relay drops at once a member who left through node 1; node 1's
+/// list and dashboard show who is online there; node 2 stopping marks its
+/// members offline, and so does node 2 starting after a crash left them
+/// online in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_postgresql_tell_each_other_what_changed() {
+    let hour = Duration::from_secs(3600);
+    let Some(node1) =
+        TestServer::start_with(Backend::Postgres, |c| c.membership_sweep = hour).await
+    else {
+        return;
+    };
+    let (_dir2, cfg2, node2) = second_node(&node1, |c| c.membership_sweep = hour).await;
+    let owner = node1.user("owner").await;
+    let sid = session_on(&node1, &node2, &owner, "hosted by node 2").await;
+
+    let mut stream = MemberStream::open_at(&node1.http, &node1.base, &owner, &sid).await;
+    let first = stream.next("the list at once").await;
+    assert_eq!(first, json!([]), "nobody joined yet");
+    let mut clients = Vec::new();
+    for name in ["xia", "yan"] {
+        let token = node1.user(name).await;
+        let join = node1.join(&token, &sid).await;
+        assert_eq!(join["relay"], node2.relay_addr.to_string());
+        clients.push((token, RelayClient::from_join(&join)));
+    }
+    // Joins made on node 1 reach node 1's stream (its own changes).
+    until(&mut stream, "both joined", |l| {
+        l.as_array().unwrap().len() == 2
+    })
+    .await;
+
+    // Hellos on node 2's relay reach node 1's stream through the notices.
+    for (_, c) in &mut clients {
+        tokio::task::block_in_place(|| c.hello()).expect("node 2 accepts node 1's ticket");
+    }
+    let list = until(&mut stream, "both online on node 2", |l| {
+        online_names(l) == ["xia", "yan"]
+    })
+    .await;
+    assert!(list[0]["observed_addr"].is_string(), "{list}");
+    // Node 1's dashboard (rebuilt on the notices) shows the session as
+    // node 2's, its members online.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, snap) = node1.call(Method::GET, "/api/dashboard", None, None).await;
+        assert_eq!(s, StatusCode::OK);
+        let line = snap["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["id"] == sid.as_str())
+            .cloned()
+            .unwrap_or(Value::Null);
+        let members = line["members"].as_array().cloned().unwrap_or_default();
+        if line["node"] == "node2"
+            && members.len() == 2
+            && members.iter().all(|m| m["online"] == true)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 1's dashboard: {line}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A leave made through node 1 reaches node 2's relay by a notice (its
+    // sweep is an hour away): node 2's relay drops yan while xia, who
+    // stays, is still live there (both keep sending, so neither times out
+    // meanwhile).
+    let yan = clients[1].1.member;
+    let xia = clients[0].1.member;
+    leave(&node1, &clients[1].0, &sid).await;
+    let session = u64::from_str_radix(&sid, 16).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        clients[0].1.send_data(0, b"xia still here");
+        clients[1].1.send_data(0, b"yan still here?");
+        let live = node2.state.online_members(session);
+        if !live.contains(&yan) {
+            assert!(live.contains(&xia), "xia stayed live: {live:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 2's relay never learned of the leave made through node 1"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    clients[0].1.drain_data(WAIT);
+    clients[1].1.send_data(0, b"after the leave");
+    let got = clients[0].1.drain_data(WAIT);
+    assert!(
+        !got.iter().any(|(_, p)| p == b"after the leave"),
+        "yan's packets still reach xia: {got:?}"
+    );
+    until(&mut stream, "yan gone", |l| {
+        l.as_array().unwrap().len() == 1 && online_names(l) == ["xia"]
+    })
+    .await;
+
+    // Node 2 stopping marks its members offline, and says so.
+    node2.shutdown().await.unwrap();
+    until(&mut stream, "xia offline after node 2 stopped", |l| {
+        l.as_array().unwrap().len() == 1 && online_names(l).is_empty()
+    })
+    .await;
+
+    // A crash leaves presence behind; node 2 starting clears it.
+    let db = &node1.server().state.db;
+    let xia = db.members(&sid).await.unwrap()[0].member_id;
+    db.set_member_online(&sid, xia, "127.0.0.1:9", "", 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed_online(&node1, &owner, &sid).await,
+        ["xia"],
+        "as a crash would leave it"
+    );
+    let node2 = jam_control_plane::server::Server::start(cfg2)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed_online(&node1, &owner, &sid).await,
+        Vec::<String>::new(),
+        "after node 2 started"
+    );
     node2.shutdown().await.unwrap();
     node1.stop().await;
 }

@@ -11,11 +11,14 @@
 
 pub mod relay_client;
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use jam_control_plane::config::Config;
 use jam_control_plane::server::Server;
+use jam_join::sse::SseDecoder;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -419,4 +422,63 @@ macro_rules! both_backends {
             )*
         }
     };
+}
+
+/// A member stream (`GET /api/sessions/{id}/members/events`) over real
+/// HTTP, decoded by the peers' own decoder.
+pub struct MemberStream {
+    resp: reqwest::Response,
+    decoder: SseDecoder,
+    ready: VecDeque<Value>,
+}
+
+impl MemberStream {
+    /// The stream from `ts`.
+    pub async fn open(ts: &TestServer, token: &str, session: &str) -> MemberStream {
+        Self::open_at(&ts.http, &ts.base, token, session).await
+    }
+
+    /// The stream from the node at `base` (`http://host:port`).
+    pub async fn open_at(
+        http: &reqwest::Client,
+        base: &str,
+        token: &str,
+        session: &str,
+    ) -> MemberStream {
+        let resp = http
+            .get(format!("{base}/api/sessions/{session}/members/events"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("stream request sent");
+        assert_eq!(resp.status(), StatusCode::OK);
+        MemberStream {
+            resp,
+            decoder: SseDecoder::new(),
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// The next member list; `None` when the stream ends.
+    pub async fn read(&mut self) -> Option<Value> {
+        loop {
+            if let Some(v) = self.ready.pop_front() {
+                return Some(v);
+            }
+            let chunk = self.resp.chunk().await.expect("stream readable")?;
+            for e in self.decoder.push(&chunk).expect("well-formed events") {
+                assert_eq!(e.event, "members", "{e:?}");
+                self.ready
+                    .push_back(serde_json::from_str(&e.data).expect("a JSON list"));
+            }
+        }
+    }
+
+    /// The next member list, which must come within 30 s.
+    pub async fn next(&mut self, what: &str) -> Value {
+        tokio::time::timeout(Duration::from_secs(30), self.read())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no event within 30 s"))
+            .unwrap_or_else(|| panic!("{what}: the stream ended"))
+    }
 }
