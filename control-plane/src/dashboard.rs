@@ -23,7 +23,6 @@ use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Router, routing};
-use futures_util::Stream;
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
@@ -343,12 +342,13 @@ fn channel_for(state: &AppState, user: &Option<db::User>) -> watch::Receiver<Arc
 /// message's data; data equal to the last message sent is skipped, and
 /// `None` ends the stream (so does the server's shutdown). A comment every
 /// 15 s keeps idle connections open and lets clients notice a dead server.
+/// The response tells reverse proxies not to buffer it.
 pub(crate) fn event_stream<T, F, Fut>(
     state: &AppState,
     mut signal: watch::Receiver<T>,
     event: &'static str,
     render: F,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<T, F, Fut>>
+) -> Response
 where
     T: Clone + Send + Sync + 'static,
     F: FnMut(T) -> Fut + Send + 'static,
@@ -371,17 +371,26 @@ where
                 }
                 last = Some(data.clone());
                 let message = Event::default().event(event).data(&*data);
-                return Some((Ok(message), (signal, shutdown, render, last)));
+                return Some((
+                    Ok::<_, Infallible>(message),
+                    (signal, shutdown, render, last),
+                ));
             }
         },
     );
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    // `X-Accel-Buffering: no` makes nginx (and proxies that honour it) pass
+    // each event on at once instead of holding it in a buffer.
+    (
+        [(
+            header::HeaderName::from_static("x-accel-buffering"),
+            header::HeaderValue::from_static("no"),
+        )],
+        Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
+    )
+        .into_response()
 }
 
-async fn events(
-    State(state): State<AppState>,
-    MaybeUser(user): MaybeUser,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn events(State(state): State<AppState>, MaybeUser(user): MaybeUser) -> Response {
     let rx = channel_for(&state, &user);
     event_stream(&state, rx, "snapshot", |data| async move { Some(data) })
 }
