@@ -22,11 +22,17 @@
 //! **Channels.** A participant's slot is its MIDI channel on output (slot 0 →
 //! channel 1), so each remote player can be routed to its own instrument.
 //!
-//! **No hanging notes.** The manager tracks which keys sound on each channel.
-//! When the timeline jumps (loop, relocation, play/stop), the latency mode or
-//! interval changes, or a participant leaves, every sounding note of those
-//! channels gets a note-off at sample 0 of the next block; a note-off for a
-//! key that is not sounding is not sent.
+//! **No hanging notes, no cut notes.** The manager tracks which keys sound on
+//! each channel. When the latency mode or interval changes, or a
+//! participant leaves, every sounding note of those channels gets a
+//! note-off at sample 0 of the next block. When the timeline jumps (loop,
+//! relocation, play/stop, the session's tempo or axis changing), the same
+//! happens in the modes that place events by beat (interval, coherent):
+//! their note-offs aim at beats of the timeline as it was. In the modes
+//! that place events by time (live, predictive, and undecided events) a
+//! jump releases nothing: a remote player's note sounds until its own
+//! note-off, which still comes at its time. A note-off for a key that is
+//! not sounding is not sent.
 //!
 //! **Late events.** Live: an event whose mapped send time is more than
 //! [`LIVE_LATE_AFTER`] before its arrival counts as late (it still plays).
@@ -191,7 +197,7 @@ impl OutputManager {
             }
         }
         self.last = Some(p);
-        if clock.discontinuity {
+        if clock.discontinuity && places_by_beat(p.mode) {
             self.release_all();
             let horizon = clock.start_beat + Beats::from_beats(p.interval_beats as i64) + MAX_AHEAD;
             self.held.retain(|h| h.target <= horizon);
@@ -377,6 +383,12 @@ impl Default for OutputManager {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The modes whose events wait for a beat of the timeline (and so lose
+/// their meaning when it jumps), as opposed to a local time.
+fn places_by_beat(mode: LatencyMode) -> bool {
+    matches!(mode, LatencyMode::Interval | LatencyMode::Coherent)
 }
 
 fn push_out(out: &mut EventBuffer<OutEvent>, offset: u32, ev: RemoteEvent, c: &EngineCounters) {
@@ -566,15 +578,17 @@ mod tests {
     }
 
     #[test]
-    fn a_loop_releases_sounding_notes_and_never_sends_stray_note_offs() {
+    fn in_interval_mode_a_loop_releases_sounding_notes_and_never_sends_stray_note_offs() {
         let mut r = Rig::new();
-        let t = HostTransport::default();
         let now = Micros::from_secs(1);
+        // Played at beat 0, out at beat 4 (interval 4): the block from beat
+        // 4 holds it at sample 0.
         let on = remote(1, ShortMessage::note_on(0, 50, 100), Beats::ZERO, now);
-        let out = r.block(now, 64, t, LatencyMode::Live, &[on]);
+        let out = r.block(now, 64, playing(4.0), LatencyMode::Interval, &[on]);
         assert_eq!(out.len(), 1);
-        // The host starts playing at beat 0: a discontinuity.
-        let out = r.block(now, 64, playing(0.0), LatencyMode::Live, &[]);
+        // The host loops back to beat 0: the note-off, played at beat 1, was
+        // aimed at beat 5 of the timeline as it was.
+        let out = r.block(now, 64, playing(0.0), LatencyMode::Interval, &[]);
         assert_eq!(
             out,
             vec![OutEvent {
@@ -585,9 +599,45 @@ mod tests {
             }]
         );
         // The real note-off arrives later and is not sent again.
+        let off = remote(1, ShortMessage::note_off(0, 50, 0), Beats(1_000_000), now);
+        let mut sent = Vec::new();
+        for i in 1..2000 {
+            let beat = f64::from(i * 64) / 24_000.0;
+            sent.extend(r.block(
+                now,
+                64,
+                playing(beat),
+                LatencyMode::Interval,
+                &[off][..(i == 1) as usize],
+            ));
+        }
+        assert!(sent.is_empty(), "{sent:?}");
+    }
+
+    #[test]
+    fn in_live_mode_a_jump_keeps_remote_notes_until_their_own_note_off() {
+        let mut r = Rig::new();
+        let t = HostTransport::default();
+        let now = Micros::from_secs(1);
+        let on = remote(1, ShortMessage::note_on(0, 50, 100), Beats::ZERO, now);
+        let out = r.block(now, 64, t, LatencyMode::Live, &[on]);
+        assert_eq!(out.len(), 1);
+        // The host starts playing at beat 0, then the session's timeline
+        // changes under a stopped host: two discontinuities.
+        let out = r.block(now, 64, playing(0.0), LatencyMode::Live, &[]);
+        assert!(out.is_empty(), "{out:?}");
+        r.mm.set_timeline(crate::timeline::Timeline::new(90.0, Beats(7_000_000), now));
+        let out = r.block(now, 64, t, LatencyMode::Live, &[]);
+        assert!(out.is_empty(), "{out:?}");
+        // The player's own note-off ends the note, as received.
         let off = remote(1, ShortMessage::note_off(0, 50, 0), Beats::ZERO, now);
-        let out = r.block(now, 64, playing(64.0 / 24_000.0), LatencyMode::Live, &[off]);
-        assert!(out.is_empty());
+        let out = r.block(now, 64, t, LatencyMode::Live, &[off]);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].msg, ShortMessage::note_off(1, 50, 0));
+        assert!(
+            out[0].source.is_some(),
+            "the received note-off, not a release"
+        );
     }
 
     #[test]
