@@ -664,13 +664,18 @@ impl Db {
     }
 
     /// The members of a session with their device keys and addresses.
+    /// `online_since` is as the hosting node recorded it while that node is
+    /// alive ([`Db::beat`]), and `None` once it is past its deadline.
     pub async fn members(&self, session_id: &str) -> Result<Vec<MemberRow>> {
         sqlx::query(
-            "SELECT m.member_id, m.user_id, u.username, d.public_key, m.observed_addr, m.reported_addrs, m.joined_at, m.online_since \
+            "SELECT m.member_id, m.user_id, u.username, d.public_key, m.observed_addr, m.reported_addrs, m.joined_at, \
+             CASE WHEN n.alive_until > $2 THEN m.online_since ELSE NULL END AS online_since \
              FROM members m JOIN users u ON u.id = m.user_id LEFT JOIN devices d ON d.id = m.device_id \
+             JOIN sessions s ON s.id = m.session_id LEFT JOIN nodes n ON n.name = s.node \
              WHERE m.session_id = $1 ORDER BY m.joined_at, m.member_id",
         )
         .bind(session_id)
+        .bind(now_ms())
         .fetch_all(&self.pool)
         .await?
         .iter()
@@ -739,6 +744,40 @@ impl Db {
         .map(|r| Ok(r.try_get::<String, _>("session_id")?))
         .collect::<Result<std::collections::BTreeSet<String>>>()
         .map(|ids| ids.into_iter().collect())
+    }
+
+    /// Records that `node` runs until `alive_until` (unix ms) at least; it
+    /// pushes this forward at every membership sweep.
+    pub async fn beat(&self, node: &str, alive_until: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO nodes (name, alive_until) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET alive_until = $2",
+        )
+        .bind(node)
+        .bind(alive_until)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records that `node` stopped.
+    pub async fn forget_node(&self, node: &str) -> Result<()> {
+        sqlx::query("DELETE FROM nodes WHERE name = $1")
+            .bind(node)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The nodes alive now (deadline not passed), by name.
+    pub async fn live_nodes(&self) -> Result<std::collections::BTreeSet<String>> {
+        sqlx::query("SELECT name FROM nodes WHERE alive_until > $1")
+            .bind(now_ms())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok(r.try_get::<String, _>("name")?))
+            .collect()
     }
 
     /// Sends `payload` to every node listening on `channel` (PostgreSQL's

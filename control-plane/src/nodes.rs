@@ -14,7 +14,9 @@
 //!
 //! Whether a member is live is the hosting relay's knowledge; the hosting
 //! node writes it into `members.online_since`, which the other nodes read
-//! (`api::member_views`, the dashboard).
+//! (`api::member_views`, the dashboard) while the hosting node's heartbeat
+//! deadline (`Db::beat`, pushed forward at every sweep) has not passed, so
+//! a node killed mid-session stops showing its members online.
 //!
 //! Notices are not stored: one sent while a listener is reconnecting is
 //! lost, so after every (re)connection the listener treats every session

@@ -125,6 +125,9 @@ impl Server {
             .clear_presence(&config.node_name)
             .await
             .context("clearing the presence left by an earlier run")?;
+        db.beat(&config.node_name, alive_until(&config))
+            .await
+            .context("recording this node's heartbeat")?;
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let relay = relay::server::spawn(
             config.relay_listen,
@@ -188,7 +191,8 @@ impl Server {
 
     /// Stops everything: HTTP (after open requests finish), the relay
     /// thread, background tasks; marks this relay's members offline (and
-    /// tells the other nodes), and closes the database.
+    /// tells the other nodes) and this node stopped, and closes the
+    /// database.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
         let r = self.wait().await;
@@ -205,6 +209,9 @@ impl Server {
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "marking this relay's members offline failed"),
+        }
+        if let Err(e) = state.db.forget_node(&state.config.node_name).await {
+            tracing::warn!(error = %e, "recording this node's stop failed");
         }
         state.db.close().await;
         r
@@ -272,7 +279,14 @@ async fn relay_events(
     }
 }
 
-/// Every `Config::membership_sweep` (5 s by default): revoke live relay
+/// The deadline a heartbeat now gives this node: three sweeps ahead, so a
+/// late sweep or two does not make the node look dead.
+fn alive_until(config: &Config) -> i64 {
+    db::now_ms() + 3 * config.membership_sweep.as_millis() as i64
+}
+
+/// Every `Config::membership_sweep` (5 s by default): push this node's
+/// heartbeat forward and notice nodes that stopped beating, revoke live relay
 /// members whose membership is gone from the database (left through
 /// another node; on PostgreSQL `nodes` does this at once, and this is the
 /// backstop), forget the change counts of sessions whose member streams
@@ -281,12 +295,32 @@ async fn housekeeping(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let period = state.config.membership_sweep;
     let purge_every = (3600 / period.as_secs().max(1)).max(1);
     let mut tick = 0u64;
+    let mut live_nodes = state.db.live_nodes().await.ok();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
             _ = shutdown.changed() => return,
         }
         tick += 1;
+        if let Err(e) = state
+            .db
+            .beat(&state.config.node_name, alive_until(&state.config))
+            .await
+        {
+            tracing::warn!(error = %e, "recording this node's heartbeat failed");
+        }
+        // A node that stopped beating (killed) tells nobody: when the set of
+        // live nodes changes, what this node shows of their sessions does.
+        match state.db.live_nodes().await {
+            Ok(now) if live_nodes.as_ref() != Some(&now) => {
+                tracing::info!(nodes = ?now, "live nodes changed");
+                state.dashboard.changed.notify_one();
+                state.dashboard.sessions.bump_all();
+                live_nodes = Some(now);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reading the live nodes failed"),
+        }
         state.dashboard.sessions.prune();
         sweep_memberships(&state).await;
         if (tick - 1).is_multiple_of(purge_every)

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::relay_client::RelayClient;
@@ -408,7 +409,7 @@ async fn nodes_sharing_a_database_agree_on_tickets_and_leaves() {
     let node1 = TestServer::start(Backend::Sqlite).await.unwrap();
     let (_dir2, _, node2) = second_node(&node1, |_| {}).await;
     let owner = node1.user("owner").await;
-    let sid = session_on(&node1, &node2, &owner, "on node 2").await;
+    let sid = session_on(&node1, node2.http_addr, &owner, "on node 2").await;
     let mut clients = Vec::new();
     for name in ["xia", "yan"] {
         let token = node1.user(name).await;
@@ -482,17 +483,13 @@ async fn second_node(
     (dir, cfg, node2)
 }
 
-/// A public session named `name`, created by `token` through `node`'s API
-/// (so it lives on `node`'s relay); its id.
-async fn session_on(
-    ts: &TestServer,
-    node: &jam_control_plane::server::Server,
-    token: &str,
-    name: &str,
-) -> String {
+/// A public session named `name`, created by `token` through the API of
+/// the node serving HTTP at `node` (so it lives on that node's relay); its
+/// id.
+async fn session_on(ts: &TestServer, node: SocketAddr, token: &str, name: &str) -> String {
     let resp = ts
         .http
-        .post(format!("http://{}/api/sessions", node.http_addr))
+        .post(format!("http://{node}/api/sessions"))
         .bearer_auth(token)
         .json(&json!({ "name": name }))
         .send()
@@ -561,7 +558,7 @@ async fn nodes_on_postgresql_tell_each_other_what_changed() {
     };
     let (_dir2, cfg2, node2) = second_node(&node1, |c| c.membership_sweep = hour).await;
     let owner = node1.user("owner").await;
-    let sid = session_on(&node1, &node2, &owner, "hosted by node 2").await;
+    let sid = session_on(&node1, node2.http_addr, &owner, "hosted by node 2").await;
 
     let mut stream = MemberStream::open_at(&node1.http, &node1.base, &owner, &sid).await;
     let first = stream.next("the list at once").await;
@@ -654,8 +651,12 @@ async fn nodes_on_postgresql_tell_each_other_what_changed() {
     })
     .await;
 
-    // A crash leaves presence behind; node 2 starting clears it.
+    // A crash leaves presence and a heartbeat behind; node 2 starting
+    // clears the presence.
     let db = &node1.server().state.db;
+    db.beat("node2", jam_control_plane::db::now_ms() + 60_000)
+        .await
+        .unwrap();
     let xia = db.members(&sid).await.unwrap()[0].member_id;
     db.set_member_online(&sid, xia, "127.0.0.1:9", "", 1)
         .await
@@ -674,5 +675,58 @@ async fn nodes_on_postgresql_tell_each_other_what_changed() {
         "after node 2 started"
     );
     node2.shutdown().await.unwrap();
+    node1.stop().await;
+}
+
+/// A node killed with SIGKILL tells nobody: the node sharing its database
+/// shows the members of its sessions offline once the killed node's
+/// heartbeat deadline passes (three of its sweeps), and wakes the member
+/// streams that showed them online. Node 2 is the `jamd` binary on node 1's
+/// SQLite file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_stops_showing_its_members_online() {
+    let sweep = Duration::from_secs(1);
+    let node1 = TestServer::start_with(Backend::Sqlite, |c| c.membership_sweep = sweep)
+        .await
+        .unwrap();
+    let url = node1.server().state.config.database_url.clone();
+    let dir2 = tempfile::tempdir().unwrap();
+    let (http2, relay2) = jam_tests::jamd::free_ports();
+    let mut node2 = jam_tests::jamd::JamdProcess::start_on_with(
+        dir2.path(),
+        http2,
+        relay2,
+        &[
+            "--database-url",
+            &url,
+            "--node-name",
+            "node2",
+            "--membership-sweep-secs",
+            "1",
+        ],
+    );
+    tokio::task::block_in_place(|| node2.wait_listening());
+    let owner = node1.user("owner").await;
+    let sid = session_on(&node1, http2, &owner, "on a node that dies").await;
+    let xia = node1.user("xia").await;
+    let join = node1.join(&xia, &sid).await;
+    assert_eq!(join["relay"], relay2.to_string());
+    let mut client = RelayClient::from_join(&join);
+    tokio::task::block_in_place(|| client.hello()).expect("node 2's relay accepts xia");
+
+    let mut stream = MemberStream::open_at(&node1.http, &node1.base, &owner, &sid).await;
+    until(&mut stream, "xia online on node 2", |l| {
+        online_names(l) == ["xia"]
+    })
+    .await;
+    node2.kill();
+    until(&mut stream, "xia offline after node 2 was killed", |l| {
+        online_names(l).is_empty()
+    })
+    .await;
+    assert_eq!(
+        listed_online(&node1, &owner, &sid).await,
+        Vec::<String>::new()
+    );
     node1.stop().await;
 }

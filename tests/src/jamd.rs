@@ -45,6 +45,17 @@ impl JamdProcess {
     /// RELAY --registration open` and returns at once (a restarted `jamd`
     /// takes the same ports and directory again).
     pub fn start_on(dir: &Path, http: SocketAddr, relay: SocketAddr) -> JamdProcess {
+        JamdProcess::start_on_with(dir, http, relay, &[])
+    }
+
+    /// [`JamdProcess::start_on`] with more flags (`--database-url`,
+    /// `--node-name`, ...).
+    pub fn start_on_with(
+        dir: &Path,
+        http: SocketAddr,
+        relay: SocketAddr,
+        extra: &[&str],
+    ) -> JamdProcess {
         let bin = crate::workspace_bin("jam-control-plane", "jamd");
         let child = Command::new(bin)
             .args(["serve", "--data-dir"])
@@ -52,6 +63,7 @@ impl JamdProcess {
             .args(["--http-listen", &http.to_string()])
             .args(["--relay-listen", &relay.to_string()])
             .args(["--registration", "open"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
