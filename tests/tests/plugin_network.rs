@@ -157,6 +157,26 @@ fn jam_peer_notes_come_out_of_the_plugin_live_on_the_participants_channel() {
 
 #[test]
 fn interval_mode_places_jam_peer_notes_exactly_four_beats_later() {
+    // A run where the host's wake-ups stalled too often leaves too few note
+    // pairs to check to the sample; it says so and the run is repeated (up
+    // to three runs). A wrong spacing fails at once.
+    let mut noisy = Vec::new();
+    for _ in 0..3 {
+        match interval_run() {
+            Ok(()) => return,
+            Err(why) => {
+                eprintln!("*** too noisy to check, running again: {why} ***");
+                noisy.push(why);
+            }
+        }
+    }
+    panic!("three runs too noisy to check: {noisy:?}");
+}
+
+/// One run of bob's scale through the plugin in interval mode: the notes in
+/// order, each pair not spanning a stall spaced as played to the sample,
+/// the first four beats late. `Err` when stalls left fewer than five pairs.
+fn interval_run() -> Result<(), String> {
     let dir = tempfile::tempdir().unwrap();
     let song = dir.path().join("scale.mid");
     let expected = write_scale(&song);
@@ -204,12 +224,15 @@ fn interval_mode_places_jam_peer_notes_exactly_four_beats_later() {
         );
         exact += 1;
     }
-    assert!(exact >= 5, "only {exact} pairs checked; stalls {stalled:?}");
+    if exact < 5 {
+        return Err(format!("only {exact} pairs checked; stalls {stalled:?}"));
+    }
     // Four beats at 120 BPM after bob played: bob starts 1 s into the file
     // once the session is up (a few ms after the host starts), so the first
     // note sounds 3 s (+ session setup) into the host's run.
     let first = got[0].0 as f64 / 48_000.0;
     assert!((3.0..3.6).contains(&first), "first note at {first} s");
+    Ok(())
 }
 
 #[test]
