@@ -125,8 +125,11 @@ async fn publish_loop(
     }
 }
 
-/// Listens for the other nodes' changes until `shutdown`, reconnecting
-/// (after a second) whenever the connection fails.
+/// Listens for the other nodes' changes until `shutdown`. Whenever the
+/// connection is lost it connects and listens again (after a second when
+/// that fails), and only then counts everything as changed: a notice sent
+/// while nobody listened is unknown, and one sent after the new `LISTEN`
+/// arrives.
 pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     loop {
         let mut listener = match listen(&state.config.database_url).await {
@@ -139,7 +142,6 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
                 }
             }
         };
-        // Whatever was sent before this connection listened is unknown.
         everything_changed(&state).await;
         loop {
             tokio::select! {
@@ -153,23 +155,21 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
                             changed_elsewhere(&state, session).await;
                         }
                     }
-                    // The connection was lost; the next call reconnects and
-                    // listens again, and what was sent meanwhile is unknown.
                     Ok(None) => {
-                        tracing::warn!("lost the other nodes' notices; reconnecting");
-                        everything_changed(&state).await;
+                        tracing::warn!("lost the other nodes' notices; listening again");
+                        break;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "the other nodes' notices failed; reconnecting");
-                        break;
+                        tracing::warn!(error = %e, "the other nodes' notices failed; listening again");
+                        // Not at once: the next connection may fail alike.
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => break,
+                            _ = shutdown.changed() => return,
+                        }
                     }
                 },
                 _ = shutdown.changed() => return,
             }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.changed() => return,
         }
     }
 }

@@ -515,6 +515,24 @@ async fn leave(ts: &TestServer, token: &str, sid: &str) {
     assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
 }
 
+/// Ends every connection to the database at `url` whose last statement was
+/// a `LISTEN` (as a PostgreSQL restart or a network cut would); how many.
+async fn end_listening_connections(url: &str) -> usize {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    let ended = sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+    .len();
+    conn.close().await.ok();
+    ended
+}
+
 /// Who `ts`'s `GET /api/sessions/{sid}/members` shows online.
 async fn listed_online(ts: &TestServer, token: &str, sid: &str) -> Vec<String> {
     let (s, list) = ts
@@ -641,6 +659,23 @@ async fn nodes_on_postgresql_tell_each_other_what_changed() {
     );
     until(&mut stream, "yan gone", |l| {
         l.as_array().unwrap().len() == 1 && online_names(l) == ["xia"]
+    })
+    .await;
+
+    // Both nodes lose their listening connections (PostgreSQL ends them):
+    // they listen again, and the next changes still cross.
+    let ended = end_listening_connections(&node1.server().state.config.database_url).await;
+    assert!(ended >= 2, "both nodes' listeners were ended: {ended}");
+    tokio::task::block_in_place(|| clients[0].1.leave());
+    until(
+        &mut stream,
+        "xia left the relay, after the reconnect",
+        |l| l.as_array().unwrap().len() == 1 && online_names(l).is_empty(),
+    )
+    .await;
+    tokio::task::block_in_place(|| clients[0].1.hello()).expect("xia back on node 2's relay");
+    until(&mut stream, "xia back, after the reconnect", |l| {
+        online_names(l) == ["xia"]
     })
     .await;
 
