@@ -116,12 +116,18 @@ async fn publish_loop(
             batch.insert(s);
         }
         for session in batch {
-            let notice = payload(&state.config.node_name, &session);
-            if let Err(e) = state.db.notify(CHANNEL, &notice).await {
-                // The others see it at their next sweep.
-                tracing::warn!(error = %e, session = %session, "telling the other nodes failed");
-            }
+            tell(&state, &session).await;
         }
+    }
+}
+
+/// Sends the notice that `session` changed on this node (PostgreSQL only);
+/// a failure is logged: the others then see the change at their next
+/// sweep or notice.
+pub async fn tell(state: &AppState, session: &str) {
+    let notice = payload(&state.config.node_name, session);
+    if let Err(e) = state.db.notify(CHANNEL, &notice).await {
+        tracing::warn!(error = %e, session = %session, "telling the other nodes failed");
     }
 }
 

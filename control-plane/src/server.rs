@@ -201,10 +201,7 @@ impl Server {
         match state.db.clear_presence(&state.config.node_name).await {
             Ok(sessions) if state.db.backend() == db::Backend::Postgres => {
                 for sid in sessions {
-                    let notice = nodes::payload(&state.config.node_name, &sid);
-                    if let Err(e) = state.db.notify(nodes::CHANNEL, &notice).await {
-                        tracing::warn!(error = %e, "telling the other nodes failed");
-                    }
+                    nodes::tell(state, &sid).await;
                 }
             }
             Ok(_) => {}
