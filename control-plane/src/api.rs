@@ -821,11 +821,7 @@ async fn member_views(state: &AppState, s: &SessionRow) -> Result<Vec<MemberView
         .await?
         .into_iter()
         .map(|m| MemberView {
-            online: if here {
-                online.contains(&m.member_id)
-            } else {
-                m.online_since.is_some()
-            },
+            online: crate::nodes::shows_online(here, online.contains(&m.member_id), m.online_since),
             member_id: m.member_id,
             username: m.username,
             public_key: m.public_key,

@@ -238,11 +238,7 @@ async fn build(state: &AppState) -> Result<(String, String), db::DbError> {
                 MemberLine {
                     member_id: m.member_id,
                     username: m.username,
-                    online: if here {
-                        l.is_some()
-                    } else {
-                        m.online_since.is_some()
-                    },
+                    online: crate::nodes::shows_online(here, l.is_some(), m.online_since),
                     rtt_ms: l.map_or(0.0, |l| f64::from(l.rtt_us) / 1000.0),
                     loss_pct: l.map_or(0.0, |l| f64::from(l.loss_permille) / 10.0),
                     jitter_ms: l.map_or(0.0, |l| f64::from(l.jitter_us) / 1000.0),

@@ -57,6 +57,19 @@ impl ChangeFeed {
     }
 }
 
+/// Whether a member shows as online on this node: what this node's relay
+/// knows (`live_here`) for a session it hosts, else the presence the
+/// hosting node recorded (`MemberRow::online_since`, already `None` once
+/// that node is past its heartbeat deadline). The member list and the
+/// dashboard both apply this rule.
+pub fn shows_online(hosted_here: bool, live_here: bool, recorded: Option<i64>) -> bool {
+    if hosted_here {
+        live_here
+    } else {
+        recorded.is_some()
+    }
+}
+
 /// The notice for a change to `session` made on `node`.
 pub fn payload(node: &str, session: &str) -> String {
     format!("{node} {session}")

@@ -165,13 +165,18 @@ async fn jamd_behind_nginx_as_the_readme_configures_it() {
 
     // The relay address names the host the client asked nginx for (direct
     // requests get the address they used).
-    let (s, join) = call(
-        http.post(format!("{base}/api/sessions/{sid}/join"))
-            .bearer_auth(&ann)
-            .json(&json!({})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{join}");
+    let join_via_nginx = |token: String| {
+        let req = http
+            .post(format!("{base}/api/sessions/{sid}/join"))
+            .bearer_auth(token)
+            .json(&json!({}));
+        async move {
+            let (s, join) = call(req).await;
+            assert_eq!(s, StatusCode::OK, "{join}");
+            join
+        }
+    };
+    let join = join_via_nginx(ann.clone()).await;
     let relay_port = ts.server().relay_addr.port();
     assert_eq!(join["relay"], format!("{HOST}:{relay_port}"));
     let direct = ts.join(&ann, &sid).await;
@@ -191,13 +196,7 @@ async fn jamd_behind_nginx_as_the_readme_configures_it() {
     let mut stream = MemberStream::open_at(&http, &base, &ann, &sid).await;
     let first = stream.next("the list at once, through nginx").await;
     assert_eq!(first.as_array().map(Vec::len), Some(1), "{first}");
-    let (s, v) = call(
-        http.post(format!("{base}/api/sessions/{sid}/join"))
-            .bearer_auth(&ben)
-            .json(&json!({})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    join_via_nginx(ben.clone()).await;
     let second = stream.next("ben's join, through nginx").await;
     assert_eq!(second.as_array().map(Vec::len), Some(2), "{second}");
 
